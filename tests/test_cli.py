@@ -1,0 +1,60 @@
+"""The command line, end to end on a tiny model: output files, resume, and clear errors."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from trsp_lib.cli import main
+
+TINY = ["--profile", "tiny", "--no-baselines"]
+
+
+def test_prune_writes_result_and_a_stock_checkpoint(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["prune", "--model", str(tiny_model_dir), "--ratio", "0.34", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "removed 2 of 6 layers" in printed and "perplexity" in printed
+    record = json.loads((out / "result.json").read_text())
+    assert len(record["removed"]) == 2 and record["n_layers"] == 6
+    assert set(record["perplexity"]) == {"dense", "trsp"}
+    assert set(record["perplexity"]["dense"]) == {"wiki", "news"}
+    assert record["provenance"]["trsp_lib"] and record["config"]["ratio"] == 0.34
+    assert len(record["trajectory"]) == 2 * 1 + 2  # tiny profile: 1 step per round, 2 stage-2 steps
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4
+    ids = torch.tensor([[5, 6, 7]])
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape == (1, 6)
+
+    # A rerun with the same parameters reuses the finished result instead of recomputing.
+    assert main(["prune", "--model", str(tiny_model_dir), "--ratio", "0.34", "--out", str(out), *TINY]) == 0
+    assert "reusing it" in capsys.readouterr().out
+
+
+def test_eval_scores_a_text_file(tiny_model_dir, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    assert main(["eval", "--model", str(tiny_model_dir), "--text", str(text), "--profile", "tiny"]) == 0
+    assert "t.txt" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "--ratio", "1.5"], "ratio must be in (0, 1)"),
+    (["prune", "--ratio", "0"], "ratio must be in (0, 1)"),
+    (["prune", "--n-remove", "6"], "cannot remove 6 of 6"),
+    (["prune", "--gate", "sideways"], "gate must be one of"),
+    (["eval", "--text", "no/such/file.txt"], "no/such/file.txt"),
+])
+def test_bad_input_ends_with_a_clear_message_and_exit_2(tiny_model_dir, tmp_path, capsys, argv, message):
+    argv = [*argv, "--model", str(tiny_model_dir), "--profile", "tiny"]
+    if argv[0] == "prune":
+        argv += ["--out", str(tmp_path / "x"), "--no-baselines"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_model_says_how_to_get_one(tmp_path, capsys):
+    assert main(["prune", "--model", "no-such-model-xyz", "--out", str(tmp_path / "x"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model-xyz" in err and "smollm2-135m" in err

@@ -1,0 +1,180 @@
+"""Fast tests of the offline text (data/text/) and trsp_lib.data, with a word-level tokenizer
+built here from the text itself (no download)."""
+from __future__ import annotations
+
+import collections
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from trsp_lib import data
+from trsp_lib.data import CALIB, DATA_DIR, TEXTS, DataError, calibration_batches, eval_tokens, load_text
+
+REPO = Path(__file__).resolve().parent.parent
+TITLE_RE = re.compile(r"^ = (.+) = $", re.M)
+DATA_DIR_OVERRIDDEN = bool(os.environ.get("TRSP_DATA_DIR"))  # as seen when trsp_lib.data was imported
+
+
+def word_tokenizer(text: str) -> PreTrainedTokenizerFast:
+    """WordLevel tokenizer over the words of `text` (others map to [UNK])."""
+    pre = pre_tokenizers.Whitespace()
+    counts = collections.Counter(w for w, _ in pre.pre_tokenize_str(text))
+    vocab = {"[UNK]": 0}
+    for word, _ in counts.most_common():
+        vocab[word] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+
+
+@pytest.fixture(scope="module")
+def tok() -> PreTrainedTokenizerFast:
+    return word_tokenizer((DATA_DIR / CALIB["news"]).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _no_data_dir_override(monkeypatch):
+    monkeypatch.delenv("TRSP_DATA_DIR", raising=False)
+
+
+def counting_file(tmp_path: Path, n: int) -> tuple[Path, PreTrainedTokenizerFast]:
+    """A file 'w0 w1 ... w{n-1}' and a tokenizer with id(w_i) = i: windows must be ranges."""
+    path = tmp_path / "count.txt"
+    path.write_text(" ".join(f"w{i}" for i in range(n)) + "\n", encoding="utf-8")
+    tk = Tokenizer(models.WordLevel({f"w{i}": i for i in range(n)} | {"[UNK]": n}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return path, PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+
+
+def test_data_dir_is_the_repo_data_dir():
+    if not DATA_DIR_OVERRIDDEN:
+        assert DATA_DIR == REPO / "data"
+    assert issubclass(DataError, ValueError)
+
+
+@pytest.mark.parametrize("rel,min_words", [
+    ("text/wiki_calib.txt", 250_000), ("text/wiki_test.txt", 60_000),
+    ("text/news_calib.txt", 20_000), ("text/news_test.txt", 20_000),
+])
+def test_files_exist_and_are_substantial(rel, min_words):
+    path = DATA_DIR / rel
+    raw = path.read_bytes()
+    assert len(raw) < 5_000_000
+    text = raw.decode("utf-8")
+    assert len(text.split()) >= min_words
+    assert "\n\n" in text and "[[" not in text and "{{" not in text
+
+
+def test_wiki_splits_are_disjoint_whole_articles():
+    calib = TITLE_RE.findall(load_text("wiki-calib"))
+    test = TITLE_RE.findall(load_text("wiki"))
+    assert len(calib) >= 60 and len(test) >= 15
+    assert len(set(calib)) == len(calib) and len(set(test)) == len(test)
+    assert not set(calib) & set(test)
+    # about 20% of the words go to test
+    n_calib, n_test = len(load_text("wiki-calib").split()), len(load_text("wiki").split())
+    assert 0.15 < n_test / (n_calib + n_test) < 0.3
+
+
+def test_news_splits_are_disjoint():
+    calib = set((DATA_DIR / CALIB["news"]).read_text(encoding="utf-8").split("\n\n"))
+    test = set(load_text("news").split("\n\n"))
+    assert len(calib) >= 100 and len(test) >= 100
+    assert not calib & test
+
+
+@pytest.mark.parametrize("source", ["wiki", "news"])
+def test_calibration_shape_dtype_and_seed(tok, source):
+    a = calibration_batches(tok, n_samples=8, seq_len=64, source=source, seed=0)
+    assert a.shape == (8, 64) and a.dtype == torch.long
+    assert int(a.min()) >= 0 and int(a.max()) < len(tok)
+    assert torch.equal(a, calibration_batches(tok, 8, 64, source=source, seed=0))
+    assert not torch.equal(a, calibration_batches(tok, 8, 64, source=source, seed=1))
+
+
+def test_calibration_windows_are_contiguous_slices(tmp_path):
+    path, counting = counting_file(tmp_path, 500)
+    batch = calibration_batches(counting, n_samples=32, seq_len=50, source=str(path), seed=3)
+    assert batch.shape == (32, 50)
+    assert bool((batch[:, 1:] - batch[:, :-1] == 1).all())
+    assert int(batch.max()) <= 499
+    # the whole text is reachable: seq_len = n - 1 is the longest allowed window
+    assert calibration_batches(counting, 2, 499, source=str(path)).shape == (2, 499)
+
+
+def test_seq_len_too_long_and_bad_sizes_raise(tmp_path):
+    path, counting = counting_file(tmp_path, 100)
+    with pytest.raises(DataError, match="seq_len=100 needs at least 101"):
+        calibration_batches(counting, 1, 100, source=str(path))
+    with pytest.raises(DataError, match="at least 1"):
+        calibration_batches(counting, 0, 10, source=str(path))
+    with pytest.raises(DataError, match="at least 1"):
+        calibration_batches(counting, 4, 0, source=str(path))
+
+
+def test_eval_tokens_matches_plain_tokenization(tok):
+    ids = eval_tokens(tok, "news")
+    assert ids.dim() == 1 and ids.dtype == torch.long
+    assert ids.tolist() == tok(load_text("news"), add_special_tokens=False)["input_ids"]
+    assert torch.equal(eval_tokens(tok, "news", max_tokens=100), ids[:100])
+    wiki = eval_tokens(tok, "wiki", max_tokens=1000)
+    assert wiki.shape == (1000,)
+
+
+def test_eval_tokens_are_cached_and_safe_to_modify(tok):
+    first = eval_tokens(tok, "news")
+    size = len(data._TOKEN_CACHE)
+    first[:] = -1  # the caller's copy, not the cache
+    again = eval_tokens(tok, "news")
+    assert len(data._TOKEN_CACHE) == size
+    assert int(again.min()) >= 0
+
+
+def test_cache_sees_an_edited_file(tmp_path):
+    path, counting = counting_file(tmp_path, 50)
+    assert eval_tokens(counting, str(path)).numel() == 50
+    path.write_text("w1 w2 w3\n", encoding="utf-8")
+    assert eval_tokens(counting, str(path)).tolist() == [1, 2, 3]
+
+
+def test_missing_path_raises_helpful_error(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DataError, match="does not exist") as err:
+        load_text(str(missing))
+    assert "nope.txt" in str(err.value)
+    with pytest.raises(DataError):
+        eval_tokens(word_tokenizer("a b c"), str(missing))
+
+
+def test_missing_builtin_file_says_how_to_rebuild(tmp_path, monkeypatch, tok):
+    monkeypatch.setenv("TRSP_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=r"data/prepare\.py") as err:
+        load_text("wiki")
+    assert "wiki_test.txt" in str(err.value)
+    with pytest.raises(DataError, match=r"news_calib\.txt"):
+        calibration_batches(tok, 2, 8, source="news")
+
+
+def test_unknown_name_lists_builtin_names():
+    with pytest.raises(DataError, match="unknown text") as err:
+        load_text("wikitext3")
+    msg = str(err.value)
+    for name in list(TEXTS) + ["wikitext2"]:
+        assert repr(name) in msg
+
+
+@pytest.mark.parametrize("offline", [None, "1"])
+def test_wikitext2_needs_opt_in(monkeypatch, tok, offline):
+    if offline is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE=0"):
+        load_text("wikitext2")
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE=0"):
+        calibration_batches(tok, 2, 8, source="wikitext2-train")

@@ -1,0 +1,238 @@
+"""`trsp prune` and `trsp eval`: the command-line face of the library.
+
+Every `TRSPConfig` field is a flag (`--lambda1`, `--gate`, `--stage2-fade/--no-stage2-fade`, ...);
+a `--profile` fills in a named set first.  Bad input ends with one clear line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from .trsp import TRSPConfig
+
+    g = p.add_argument_group("TRSP parameters (default: the profile's value, else the TRSPConfig default)")
+    for f in fields(TRSPConfig):
+        default = f.default
+        if isinstance(default, bool):
+            g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
+        else:
+            kind = {int: int, float: float, str: str}.get(type(default), int if f.name == "n_remove" else str)
+            g.add_argument(_flag(f.name), type=kind, default=None, help=f"(default {default})")
+
+
+def _config(args: argparse.Namespace):
+    from .profiles import EVAL_KEYS, get_profile
+    from .trsp import TRSPConfig
+
+    profile = get_profile(args.profile)
+    evals = {k: profile.pop(k) for k in EVAL_KEYS if k in profile}
+    values = {**profile, **{f.name: getattr(args, f.name) for f in fields(TRSPConfig) if getattr(args, f.name) is not None}}
+    cfg = TRSPConfig.from_dict(values)
+    for k in EVAL_KEYS:
+        if getattr(args, k) is not None:
+            evals[k] = getattr(args, k)
+    return cfg, evals
+
+
+def _texts(args) -> dict[str, str]:
+    return {Path(t).name: t for t in args.text} if args.text else {"wiki": "wiki", "news": "news"}
+
+
+def _ppl_all(model, tok, texts: dict[str, str], evals: dict, label: str) -> dict[str, float]:
+    from .data import eval_tokens
+    from .evaluation import perplexity
+
+    out = {}
+    for name, source in texts.items():
+        ids = eval_tokens(tok, source, evals.get("eval_max_tokens"))
+        out[name] = perplexity(model, tok, ids, seq_len=evals.get("eval_seq_len", 512),
+                               batch_size=evals.get("eval_batch_size", 4), desc=f"{label} ppl {name}")
+    return out
+
+
+def _key(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cmd_prune(args) -> int:
+    import torch
+
+    from .data import calibration_batches
+    from .models import load_model
+    from .provenance import peak_rss_gb, provenance, write_json_atomic
+    from .removal import remove_layers, save_model
+    from .trsp import prune
+
+    cfg, evals = _config(args)
+    out = Path(args.out)
+    texts = _texts(args)
+    key = _key({"model": args.model, "config": asdict(cfg), "eval": evals, "texts": texts, "baselines": args.baselines,
+                "ft": args.finetune_baselines})
+    result_path = out / "result.json"
+    if result_path.exists() and not args.force:
+        old = json.loads(result_path.read_text())
+        if old.get("key") == key and (out / "model").exists():
+            print(f"{result_path} already holds this run (same parameters); reusing it. Use --force to recompute.")
+            _summary(old)
+            return 0
+    t_start = time.perf_counter()
+    baseline_layers: dict = {}
+    print(f"loading {args.model} on {cfg.device} ...")
+    model, tok = load_model(args.model, device=cfg.device, dtype=args.dtype)
+    calib = calibration_batches(tok, cfg.n_samples, cfg.seq_len, source=cfg.calib, seed=cfg.seed)
+    print(f"calibration: {cfg.n_samples} x {cfg.seq_len} tokens of {cfg.calib!r}; "
+          f"evaluation: {evals.get('eval_max_tokens') or 'all'} tokens per split, windows of {evals['eval_seq_len']}")
+    ppl = {"dense": _ppl_all(model, tok, texts, evals, "dense")}
+    result = prune(model, calib, cfg)
+    ppl["trsp"] = _ppl_all(model, tok, texts, evals, "pruned")
+    save_dir = save_model(model, tok, out / "model")
+    del model
+    if args.baselines:
+        rows, baseline_layers = _baselines(args, cfg, result, calib, tok, texts, evals)
+        ppl.update(rows)
+    record = {
+        "key": key, "model": args.model, "profile": args.profile, "removed": result.removed,
+        "kept": result.kept, "n_layers": result.n_layers, "perplexity": ppl, "eval": evals,
+        "baseline_layers": baseline_layers,
+        "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
+        "final_scales": result.final_scales, "timings": {**result.timings, "wall_s": time.perf_counter() - t_start},
+        "peak_rss_gb": peak_rss_gb(), "checkpoint": str(save_dir), "config": asdict(cfg),
+        "trajectory": result.trajectory, "provenance": provenance(), "torch_threads": torch.get_num_threads(),
+    }
+    write_json_atomic(result_path, record)
+    _summary(record)
+    print(f"wrote {result_path} and {save_dir}/ (loads with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]:
+    """The same number of layers removed with no training: TRSP's own set, the last n before the
+    final layer, and ShortGPT's choice; with --finetune-baselines also ShortGPT's choice followed by
+    plain fine-tuning with TRSP's budget (same optimizer steps, batches and tokens)."""
+    from .criteria import reverse, shortgpt
+    from .models import load_model
+    from .removal import remove_layers
+    from .trsp import finetune
+
+    n = len(result.removed)
+    out = {}
+    base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
+    choices = {"same layers, untrained": result.removed, f"last {n} before final, untrained": reverse(base, None, n),
+               "shortgpt, untrained": shortgpt(base, calib[:16], n)}
+    del base
+    runs = list(choices.items())
+    if args.finetune_baselines:
+        runs.append(("shortgpt + equal-budget ft", choices["shortgpt, untrained"]))
+    for label, layers in runs:
+        base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
+        remove_layers(base, layers)
+        if label.endswith("ft"):
+            finetune(base, calib, len(result.trajectory), cfg)
+        print(f"{label}: removes {sorted(layers)}")
+        out[label] = _ppl_all(base, tok, texts, evals, label)
+        del base
+    return out, {label: layers for label, layers in runs}
+
+
+def _summary(r: dict) -> None:
+    print(f"\nTRSP on {r['model']}: removed {len(r['removed'])} of {r['n_layers']} layers, in selection order {r['removed']}")
+    names = list(next(iter(r["perplexity"].values())).keys())
+    width = max(len(k) for k in r["perplexity"]) + 2
+    print("perplexity".ljust(width) + "".join(f"{n:>12}" for n in names))
+    for label, row in r["perplexity"].items():
+        print(label.ljust(width) + "".join(f"{row[n]:>12.2f}" for n in names))
+    gaps = ", ".join(f"{k}: {v:.3f}" for k, v in r.get("identity_gap", {}).items())
+    if gaps:
+        print(f"||X_out - X_in|| / ||X_in|| of the removed layers at the end of stage 2: {gaps}")
+    t = r["timings"]
+    print(f"time: stage 1 {t['stage1_s']:.0f} s, stage 2 {t['stage2_s']:.0f} s, whole run {t['wall_s']:.0f} s; "
+          f"peak RSS {r['peak_rss_gb']:.2f} GB")
+
+
+def cmd_eval(args) -> int:
+    from .models import load_model
+    from .profiles import EVAL_KEYS, get_profile
+
+    profile = get_profile(args.profile)
+    evals = {k: profile[k] for k in EVAL_KEYS if k in profile}
+    for k in EVAL_KEYS:
+        if getattr(args, k) is not None:
+            evals[k] = getattr(args, k)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    ppl = _ppl_all(model, tok, _texts(args), evals, "eval")
+    n_layers = getattr(model.config, "num_hidden_layers", "?")
+    print(f"{args.model}: {n_layers} layers; perplexity (windows of {evals['eval_seq_len']} tokens, "
+          f"{evals.get('eval_max_tokens') or 'all'} tokens per text)")
+    for name, v in ppl.items():
+        print(f"  {name:>12}: {v:.2f}")
+    return 0
+
+
+def _add_eval_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", action="append", help="a text file to score (repeatable); default: the built-in wiki and news test splits")
+    p.add_argument("--eval-seq-len", type=int, default=None, help="perplexity window length")
+    p.add_argument("--eval-max-tokens", type=int, default=None, help="score only the first N tokens of each text")
+    p.add_argument("--eval-batch-size", type=int, default=None)
+    p.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trsp", description="TRSP layer pruning of Hugging Face causal LMs, offline by default.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="prune a model with TRSP and save it as a plain Hugging Face checkpoint")
+    p.add_argument("--model", default="smollm2-135m", help="built-in name (smollm2-135m, gemma3-270m), HF name or local dir")
+    p.add_argument("--out", required=True, help="output directory: result.json and model/")
+    p.add_argument("--profile", default="default", help="named parameter set: default, literal, paper, tiny")
+    p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the same layers and the last n layers removed with no training")
+    p.add_argument("--finetune-baselines", action="store_true",
+                   help="also fine-tune ShortGPT's choice with TRSP's training budget (the equal-budget control)")
+    p.add_argument("--force", action="store_true", help="recompute even if OUT/result.json holds this run")
+    _add_eval_flags(p)
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_prune)
+    e = sub.add_parser("eval", help="perplexity of a model on the built-in test splits or on text files")
+    e.add_argument("--model", required=True)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--profile", default="default", help="takes the evaluation settings of this profile")
+    _add_eval_flags(e)
+    e.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from .adapters import UnsupportedArchitecture
+    from .data import DataError
+    from .models import ModelNotFound
+    from .trsp import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except (ValueError, DataError, ModelNotFound, UnsupportedArchitecture, TrainingDiverged,
+            FileNotFoundError, FloatingPointError) as err:
+        print(f"trsp {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; finished results are on disk, a rerun reuses them", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

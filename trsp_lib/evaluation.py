@@ -1,0 +1,53 @@
+"""Perplexity, the first metric of the study (zero-shot and speed come later).
+
+Protocol (the one SparseGPT, SLEB and TRSP's code use for WikiText-2): tokenize the whole test
+text once (documents joined by blank lines, no special tokens), cut it into non-overlapping
+windows of `seq_len` tokens, drop the last partial window, score every next-token prediction
+inside each window, and report exp(mean negative log-likelihood) over all scored tokens.
+Each window starts without context, so perplexity falls as `seq_len` grows: only compare numbers
+measured with the same `seq_len` and the same tokenizer.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: int = 512, batch_size: int = 4,
+               max_tokens: int | None = None, desc: str = "perplexity", progress: bool = True) -> float:
+    """exp(mean NLL) of `model` on `text` (a string, or 1-D token ids), in non-overlapping windows.
+
+    `max_tokens` truncates the text first: CPU runs score a fixed prefix of the test split.
+    """
+    if isinstance(text, str):
+        tokens = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    else:
+        tokens = text
+    if max_tokens is not None:
+        tokens = tokens[:max_tokens]
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+    n_windows = tokens.numel() // seq_len
+    if n_windows < 1:
+        raise ValueError(f"text has {tokens.numel()} tokens, fewer than one window of seq_len={seq_len}")
+    windows = tokens[: n_windows * seq_len].view(n_windows, seq_len)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    for start in tqdm(range(0, n_windows, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        x = windows[start:start + batch_size].to(device)
+        logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
+        target = x[:, 1:]
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum")
+        nll += loss.item()
+        count += target.numel()
+    model.train(was_training)
+    ppl = math.exp(nll / count)
+    if not math.isfinite(ppl):
+        raise FloatingPointError("perplexity is not finite: the model produces NaN/inf logits")
+    return ppl

@@ -1,0 +1,40 @@
+"""The two regularizers of TRSP, written so that their gradients are easy to test."""
+from __future__ import annotations
+
+import torch
+
+NORMS = ("l2", "l1")
+
+
+def l1_scales(scales: torch.Tensor, alive: list[int]) -> torch.Tensor:
+    """Stage 1: sum of |s_i| over the layers not yet in the prune set.
+
+    The paper optimises an equivalent constrained form with auxiliary variables; the plain
+    subgradient gives the same updates while s stays away from 0 (it starts at 1).
+    """
+    if not alive:
+        return scales.sum() * 0.0
+    return scales[alive].abs().sum()
+
+
+def identity_gap(diff: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Stage 2 term for one layer: the per-token norm of X_out - X_in, averaged over tokens.
+
+    Normalisation (the paper leaves it open; the released code takes one Frobenius norm of the
+    whole batch tensor): a per-token vector norm over the hidden dimension, then the mean over
+    batch and positions, so lambda2 does not depend on batch size or sequence length.
+    ``l2`` = Euclidean norm, ``l1`` = sum of absolute values.  Not squared.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    d = diff.float()
+    per_token = d.norm(dim=-1) if norm == "l2" else d.abs().sum(dim=-1)
+    return per_token.mean()
+
+
+@torch.no_grad()
+def relative_gap(diff: torch.Tensor, x_in: torch.Tensor) -> float:
+    """Mean over tokens of ||X_out - X_in||_2 / ||X_in||_2: how far a layer is from identity."""
+    num = diff.float().norm(dim=-1)
+    den = x_in.float().norm(dim=-1).clamp_min(1e-12)
+    return (num / den).mean().item()
