@@ -140,7 +140,7 @@ def _tiny_calib(n=4, seq=12, seed=0):
     return torch.randint(0, 100, (n, seq), generator=torch.Generator().manual_seed(seed))
 
 
-TINY = dict(n_samples=4, seq_len=12, batch_size=2, steps_per_round=1, stage2_steps=2)
+TINY = dict(n_samples=4, seq_len=12, batch_size=2, grad_accum=1, steps_per_round=1, stage2_steps=2)
 
 
 def test_stage1_selects_the_layer_with_the_smallest_scale():

@@ -18,7 +18,7 @@ def test_trsp_prunes_smollm2_and_the_checkpoint_reloads(tmp_path):
     dense = perplexity(model, tok, text, seq_len=256)
     assert 5 < dense < 100, f"dense SmolLM2 perplexity on Wikipedia should be ~20, got {dense}"
     calib = calibration_batches(tok, n_samples=4, seq_len=64, source="wiki", seed=0)
-    cfg = TRSPConfig(n_remove=2, n_samples=4, seq_len=64, batch_size=2, steps_per_round=1, stage2_steps=2)
+    cfg = TRSPConfig(n_remove=2, n_samples=4, seq_len=64, batch_size=2, grad_accum=1, steps_per_round=1, stage2_steps=2)
     result = prune(model, calib, cfg)
     assert len(result.removed) == 2 and 29 not in result.removed
     pruned = perplexity(model, tok, text, seq_len=256)

@@ -101,6 +101,7 @@ def cmd_prune(args) -> int:
     ppl["trsp"] = _ppl_all(model, tok, texts, evals, "pruned")
     save_dir = save_model(model, tok, out / "model")
     del model
+    result.model = None  # free the pruned model before the baselines load theirs
     if args.baselines:
         rows, baseline_layers = _baselines(args, cfg, result, calib, tok, texts, evals)
         ppl.update(rows)

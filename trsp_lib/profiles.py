@@ -22,11 +22,11 @@ PROFILES: dict[str, dict] = {
     # The paper's numbers for LLaMA-2-7B on a GPU: 128 x 2048-token calibration sequences,
     # lambda1 5e-3, lambda2 1e-3, lr 2e-5 with 3% warm-up; one pass over the data per round
     # (16 steps of 8 sequences), bf16 autocast; WikiText-2-style evaluation at 2048 tokens.
-    "paper": {"n_samples": 128, "seq_len": 2048, "batch_size": 8, "steps_per_round": 16,
+    "paper": {"n_samples": 128, "seq_len": 2048, "batch_size": 8, "grad_accum": 1, "steps_per_round": 16,
               "stage2_steps": 128, "lambda1": 5e-3, "lambda2": 1e-3, "device": "cuda",
               "eval_seq_len": 2048, "eval_max_tokens": None, "eval_batch_size": 4},
     # Seconds on a tiny random model: tests and the tiny build of the book.
-    "tiny": {"n_samples": 8, "seq_len": 32, "batch_size": 2, "steps_per_round": 1, "stage2_steps": 2,
+    "tiny": {"n_samples": 8, "seq_len": 32, "batch_size": 2, "grad_accum": 1, "steps_per_round": 1, "stage2_steps": 2,
              "eval_seq_len": 32, "eval_max_tokens": 512, "eval_batch_size": 4},
 }
 

@@ -38,8 +38,8 @@ class TRSPConfig:
     calib: str = "wiki"              # built-in calibration text ("wiki", "news") or a text file
     n_samples: int = 64              # calibration sequences
     seq_len: int = 256               # tokens per sequence
-    batch_size: int = 4              # sequences per micro-batch
-    grad_accum: int = 1              # micro-batches per optimizer step
+    batch_size: int = 1              # sequences per micro-batch (1 x 4 keeps SmolLM2 under 4 GB on CPU)
+    grad_accum: int = 4              # micro-batches per optimizer step
     seed: int = 0
     # gates
     gate: str = "branch"             # "output" (paper: s * (h + F(h))) or "branch" (h + s * F(h))
@@ -165,7 +165,10 @@ def _optimizer(model: nn.Module, gating: Gating, cfg: TRSPConfig, train_weights:
             weights.append(p)
     gate_opt = (torch.optim.SGD([gating.scales], lr=cfg.gate_lr) if cfg.gate_optimizer == "sgd"
                 else torch.optim.AdamW([gating.scales], lr=cfg.gate_lr, weight_decay=0.0))
-    weight_opt = torch.optim.AdamW(weights, lr=cfg.lr, weight_decay=cfg.weight_decay) if weights else None
+    # foreach=False: the fused multi-tensor update allocates a temporary copy of all the weights,
+    # which on a 2-core laptop is the difference between fitting in 4 GB and not.
+    weight_opt = (torch.optim.AdamW(weights, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+                  if weights else None)
     warm = max(1, math.ceil(cfg.warmup * steps))
 
     def schedule(step: int) -> float:

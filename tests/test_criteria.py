@@ -1,0 +1,36 @@
+"""The baselines used as references by `trsp prune`, and the equal-budget fine-tune control."""
+import pytest
+import torch
+
+from trsp_lib.adapters import get_layers, scale_branch_output, get_adapter
+from trsp_lib.criteria import block_influence, reverse, shortgpt
+from trsp_lib.models import tiny_model
+from trsp_lib.trsp import TRSPConfig, finetune
+
+CALIB = torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0))
+
+
+def test_shortgpt_picks_an_exact_identity_layer_first():
+    model = tiny_model("llama", n_layers=5)
+    scale_branch_output(get_layers(model)[3], get_adapter(model), 0.0)  # layer 3 is now the identity
+    bi = block_influence(model, CALIB)
+    assert bi[3] == pytest.approx(0.0, abs=1e-6) and min(bi[:3] + bi[4:]) > 1e-4
+    assert shortgpt(model, CALIB, 2)[0] == 3
+    assert [type(layer).__name__ for layer in get_layers(model)] == ["LlamaDecoderLayer"] * 5  # hooks gone
+
+
+def test_reverse_removes_the_layers_before_the_last():
+    model = tiny_model("llama", n_layers=6)
+    assert reverse(model, None, 2) == [4, 3]
+    with pytest.raises(ValueError, match="cannot remove 6 of 6"):
+        reverse(model, None, 6)
+
+
+def test_finetune_trains_the_weights_and_lowers_the_loss():
+    model = tiny_model("llama", n_layers=3)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TRSPConfig(lr=1e-2, batch_size=2, grad_accum=1, warmup=0.0)
+    traj = finetune(model, CALIB, steps=6, cfg=cfg)
+    assert len(traj) == 6 and traj[-1]["lm"] < traj[0]["lm"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert [type(layer).__name__ for layer in get_layers(model)] == ["LlamaDecoderLayer"] * 3
