@@ -172,10 +172,11 @@ def test_stage1_selects_the_layer_with_the_smallest_scale():
     {}, {"gate": "output", "stage2_fade": False}, {"stage2_mode": "sequential"}, {"one_shot": True},
     {"stage1_train": "all", "stage2_penalty": "ungated", "stage2_fade": False, "norm": "l1"},
     {"gate_optimizer": "sgd", "stage2_train": "kept", "lambda2_warmup": 0.5, "fold_scales": False},
+    {"fade_fraction": 0.5, "stage2_steps": 4},
 ])
 def test_prune_end_to_end_on_a_tiny_model(overrides):
     model = tiny_model("llama", n_layers=6)
-    cfg = TRSPConfig(ratio=0.34, **TINY, **overrides)  # round(0.34 * 6) = 2
+    cfg = TRSPConfig(ratio=0.34, **{**TINY, **overrides})  # round(0.34 * 6) = 2
     result = prune(model, _tiny_calib(), cfg)
     assert len(result.removed) == 2 and len(set(result.removed)) == 2
     assert 5 not in result.removed  # protect_last=1
@@ -189,11 +190,17 @@ def test_prune_end_to_end_on_a_tiny_model(overrides):
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_faded_layers_are_exact_identities_at_the_end():
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_faded_layers_are_exact_identities_at_the_end(fraction):
     model = tiny_model("llama", n_layers=6)
-    result = prune(model, _tiny_calib(), TRSPConfig(ratio=0.34, **TINY))
+    result = prune(model, _tiny_calib(), TRSPConfig(ratio=0.34, fade_fraction=fraction, **{**TINY, "stage2_steps": 4}))
     assert all(gap == 0.0 for gap in result.identity_gap.values())
     assert all(result.final_scales[i] == 0.0 for i in result.removed)
+    stage2 = [row["scales"] for row in result.trajectory if row["stage"] == 2]
+    first = result.removed[0]
+    expected = [1.0 - 1 / 4, 0.5, 0.25, 0.0] if fraction == 1.0 else [0.5, 0.0, 0.0, 0.0]
+    start = stage2[0][first] / expected[0]
+    assert [row[first] for row in stage2] == pytest.approx([start * e for e in expected])
 
 
 def test_pruning_is_deterministic_for_a_seed():

@@ -64,6 +64,24 @@ def _ppl_all(model, tok, texts: dict[str, str], evals: dict, label: str) -> dict
     return out
 
 
+def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals: dict) -> dict[str, float]:
+    """Dense perplexities of a built-in model are cached on disk: every run would recompute them."""
+    from . import __version__
+    from .models import BUILTIN_MODELS, cache_dir
+    from .provenance import write_json_atomic
+
+    if name not in BUILTIN_MODELS or any(Path(t).exists() for t in texts.values()):
+        return _ppl_all(model, tok, texts, evals, "dense")
+    path = cache_dir() / "dense_perplexity.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    scored = {k: v for k, v in evals.items() if k != "eval_batch_size"}  # batching does not change the result
+    key = _key({"model": name, "texts": texts, "eval": scored, "version": __version__})
+    if key not in cache:
+        cache[key] = _ppl_all(model, tok, texts, evals, "dense")
+        write_json_atomic(path, cache)
+    return cache[key]
+
+
 def _key(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -96,7 +114,7 @@ def cmd_prune(args) -> int:
     calib = calibration_batches(tok, cfg.n_samples, cfg.seq_len, source=cfg.calib, seed=cfg.seed)
     print(f"calibration: {cfg.n_samples} x {cfg.seq_len} tokens of {cfg.calib!r}; "
           f"evaluation: {evals.get('eval_max_tokens') or 'all'} tokens per split, windows of {evals['eval_seq_len']}")
-    ppl = {"dense": _ppl_all(model, tok, texts, evals, "dense")}
+    ppl = {"dense": _dense_ppl(args.model, model, tok, texts, evals)}
     result = prune(model, calib, cfg)
     ppl["trsp"] = _ppl_all(model, tok, texts, evals, "pruned")
     save_dir = save_model(model, tok, out / "model")

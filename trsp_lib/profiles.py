@@ -6,7 +6,8 @@ command-line flags override the profile; the profile overrides the `TRSPConfig` 
 from __future__ import annotations
 
 # Evaluation settings shared by the CPU profiles: a fixed prefix of each test split.
-CPU_EVAL = {"eval_seq_len": 512, "eval_max_tokens": 16384, "eval_batch_size": 4}
+CPU_EVAL = {"eval_seq_len": 512, "eval_max_tokens": 16384, "eval_batch_size": 1}  # batch 1: a 4 x 512 batch of
+# 49k-way logits alone takes 1.2 GB transiently in float32
 
 PROFILES: dict[str, dict] = {
     # The measured default for a 2-core CPU and a ~100M-parameter pre-norm model

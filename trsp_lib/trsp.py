@@ -59,7 +59,8 @@ class TRSPConfig:
     stage2_steps: int = 16           # optimizer steps in stage 2 (in total, also for "sequential")
     stage2_mode: str = "joint"       # "joint": all of P at once (paper); "sequential": one layer at a time (released code)
     stage2_penalty: str = "gated"    # branch gate: "gated" penalises s*F(h), "ungated" F(h); output gate: always X_out - X_in before s
-    stage2_fade: bool = True         # branch gate only: anneal the selected layers' s linearly to 0 over stage 2
+    stage2_fade: bool = True         # branch gate only: anneal the selected layers' s linearly to 0 in stage 2
+    fade_fraction: float = 0.5       # ... over this fraction of the stage-2 steps; the rest trains with them at 0
     lambda2_warmup: float = 0.0      # fraction of stage 2 over which lambda2 ramps up from 0
     stage2_train: str = "all"        # "all" weights, or "kept": the selected layers' weights stay frozen
     # the end
@@ -98,6 +99,8 @@ class TRSPConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.stage2_steps < 0:
             raise ValueError("stage2_steps must be >= 0")
+        if not 0.0 < self.fade_fraction <= 1.0:
+            raise ValueError(f"fade_fraction must be in (0, 1], got {self.fade_fraction}")
         if self.stage2_fade and self.gate != "branch":
             raise ValueError("stage2_fade needs gate='branch' (fading an output gate to 0 zeroes the residual stream)")
         return n
@@ -199,7 +202,8 @@ class _Trainer:
         self.step = 0
 
     def run(self, stage: int, steps: int, gate_opt, weight_opt, sched, regularizer: Callable[[int], torch.Tensor],
-            before_step: Callable[[int], None] | None = None, round_: int | None = None, bar: tqdm | None = None) -> None:
+            before_step: Callable[[int], None] | None = None, round_: int | None = None, bar: tqdm | None = None,
+            frozen_gates: list[int] | None = None) -> None:
         model, cfg = self.model, self.cfg
         device = torch.device(cfg.device)
         for k in range(steps):
@@ -224,6 +228,8 @@ class _Trainer:
                 self.gating.inputs.clear()
                 lm_sum += lm.item() / cfg.grad_accum
                 reg_sum += float(reg.detach()) / cfg.grad_accum
+            if frozen_gates and self.gating.scales.grad is not None:
+                self.gating.scales.grad[frozen_gates] = 0.0  # set by a schedule, not learned (Adam then leaves them)
             gate_opt.step()
             if weight_opt:
                 weight_opt.step()
@@ -300,16 +306,16 @@ def stage2(trainer: _Trainer, selected: list[int]) -> None:
                     terms.append(identity_gap(d, cfg.norm))
                 return lam * torch.stack(terms).sum()
 
+            fade_steps = max(1, round(cfg.fade_fraction * steps))
+
             def fade(k: int) -> None:
                 if cfg.stage2_fade:
                     with torch.no_grad():
                         for i in group:
-                            gating.scales[i] = start[i] * (1.0 - (k + 1) / steps)
+                            gating.scales[i] = start[i] * max(0.0, 1.0 - (k + 1) / fade_steps)
 
-            trainer.run(2, steps, *opts, regularizer=reg, before_step=fade, bar=bar)
-            if cfg.stage2_fade:
-                with torch.no_grad():  # the last optimizer step nudged them; faded means exactly 0
-                    gating.scales[group] = 0.0
+            trainer.run(2, steps, *opts, regularizer=reg, before_step=fade, bar=bar,
+                        frozen_gates=group if cfg.stage2_fade else None)
             if cfg.stage2_mode == "sequential":
                 gating.skipped.update(group)
     gating.skipped.difference_update(selected)
