@@ -167,13 +167,17 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
     return out, {label: layers for label, layers in runs}
 
 
+def _num(v: float) -> str:
+    return f"{v:.2f}" if v < 1e6 else f"{v:.2e}"
+
+
 def _summary(r: dict) -> None:
     print(f"\nTRSP on {r['model']}: removed {len(r['removed'])} of {r['n_layers']} layers, in selection order {r['removed']}")
     names = list(next(iter(r["perplexity"].values())).keys())
     width = max(len(k) for k in r["perplexity"]) + 2
     print("perplexity".ljust(width) + "".join(f"{n:>12}" for n in names))
     for label, row in r["perplexity"].items():
-        print(label.ljust(width) + "".join(f"{row[n]:>12.2f}" for n in names))
+        print(label.ljust(width) + "".join(f"{_num(row[n]):>12}" for n in names))
     gaps = ", ".join(f"{k}: {v:.3f}" for k, v in r.get("identity_gap", {}).items())
     if gaps:
         print(f"||X_out - X_in|| / ||X_in|| of the removed layers at the end of stage 2: {gaps}")
