@@ -31,11 +31,16 @@ def test_prune_writes_result_and_a_stock_checkpoint(tiny_model_dir, tmp_path, ca
     assert "reusing it" in capsys.readouterr().out
 
 
-def test_eval_scores_a_text_file(tiny_model_dir, tmp_path, capsys):
+def test_eval_scores_a_text_file_with_and_without_layers(tiny_model_dir, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
     assert main(["eval", "--model", str(tiny_model_dir), "--text", str(text), "--profile", "tiny"]) == 0
-    assert "t.txt" in capsys.readouterr().out
+    full = capsys.readouterr().out
+    assert "t.txt" in full and ": 6 layers" in full
+    assert main(["eval", "--model", str(tiny_model_dir), "--text", str(text), "--profile", "tiny", "--remove-layers", "1,2"]) == 0
+    assert ": 4 layers" in capsys.readouterr().out
+    assert main(["eval", "--model", str(tiny_model_dir), "--profile", "tiny", "--remove-layers", "9"]) == 2
+    assert "out of range" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -89,6 +89,7 @@ def _key(d: dict) -> str:
 def cmd_prune(args) -> int:
     import torch
 
+    from . import __version__
     from .data import calibration_batches
     from .models import load_model
     from .provenance import peak_rss_gb, provenance, write_json_atomic
@@ -98,7 +99,7 @@ def cmd_prune(args) -> int:
     cfg, evals = _config(args)
     out = Path(args.out)
     texts = _texts(args)
-    key = _key({"model": args.model, "config": asdict(cfg), "eval": evals, "texts": texts, "baselines": args.baselines,
+    key = _key({"model": args.model, "version": __version__, "config": asdict(cfg), "eval": evals, "texts": texts, "baselines": args.baselines,
                 "ft": args.finetune_baselines})
     result_path = out / "result.json"
     if result_path.exists() and not args.force:
@@ -196,6 +197,11 @@ def cmd_eval(args) -> int:
         if getattr(args, k) is not None:
             evals[k] = getattr(args, k)
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.remove_layers:
+        from .removal import remove_layers
+
+        remove_layers(model, [int(i) for i in args.remove_layers.split(",")])
+        print(f"removed layers {args.remove_layers} (no training)")
     ppl = _ppl_all(model, tok, _texts(args), evals, "eval")
     n_layers = getattr(model.config, "num_hidden_layers", "?")
     print(f"{args.model}: {n_layers} layers; perplexity (windows of {evals['eval_seq_len']} tokens, "
@@ -232,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True)
     e.add_argument("--device", default="cpu")
     e.add_argument("--profile", default="default", help="takes the evaluation settings of this profile")
+    e.add_argument("--remove-layers", default=None, help="comma-separated layer indices to delete first, e.g. 21,22,23")
     _add_eval_flags(e)
     e.set_defaults(func=cmd_eval)
     return parser
