@@ -49,6 +49,8 @@ def test_eval_scores_a_text_file_with_and_without_layers(tiny_model_dir, tmp_pat
     (["prune", "--n-remove", "6"], "cannot remove 6 of 6"),
     (["prune", "--gate", "sideways"], "gate must be one of"),
     (["eval", "--text", "no/such/file.txt"], "no/such/file.txt"),
+    (["prune", "--calib", "no/such/calib.txt"], "no/such/calib.txt"),
+    (["prune", "--stage2-fade", "--gate", "output"], "stage2_fade needs gate='branch'"),
 ])
 def test_bad_input_ends_with_a_clear_message_and_exit_2(tiny_model_dir, tmp_path, capsys, argv, message):
     argv = [*argv, "--model", str(tiny_model_dir), "--profile", "tiny"]
