@@ -34,3 +34,48 @@ def test_finetune_trains_the_weights_and_lowers_the_loss():
     assert len(traj) == 6 and traj[-1]["lm"] < traj[0]["lm"]
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert [type(layer).__name__ for layer in get_layers(model)] == ["LlamaDecoderLayer"] * 3
+
+
+def _with_identity_layer(arch="llama", n_layers=5, identity=3):
+    model = tiny_model(arch, n_layers=n_layers)
+    scale_branch_output(get_layers(model)[identity], get_adapter(model), 0.0)
+    return model
+
+
+@pytest.mark.parametrize("name", ["sleb", "ppl", "taylor", "shortgpt"])
+def test_an_exact_identity_layer_is_chosen_first(name):
+    from trsp_lib.criteria import CRITERIA
+
+    model = _with_identity_layer()
+    chosen = CRITERIA[name](model, CALIB, 2)
+    assert chosen[0] == 3 and len(set(chosen)) == 2
+    assert CRITERIA[name](model, CALIB, 2) == chosen  # deterministic
+
+
+def test_sleb_rescores_given_what_is_removed():
+    from trsp_lib.criteria import calib_loss, sleb
+
+    model = tiny_model("llama", n_layers=5)
+    order = sleb(model, CALIB, 2)
+    second = {i: calib_loss(model, CALIB, {order[0], i}) for i in range(5) if i != order[0]}
+    assert order[1] == min(second, key=second.get)
+
+
+def test_angular_returns_the_closest_contiguous_block():
+    from trsp_lib.criteria import angular
+
+    model = tiny_model("llama", n_layers=6)
+    for i in (2, 3):
+        scale_branch_output(get_layers(model)[i], get_adapter(model), 0.0)
+    assert angular(model, CALIB, 2) == [2, 3]  # input and output of the block are identical
+
+
+def test_random_is_seeded_and_every_criterion_checks_n():
+    from trsp_lib.criteria import CRITERIA, random_layers
+
+    model = tiny_model("llama", n_layers=6)
+    assert random_layers(model, None, 3, seed=1) == random_layers(model, None, 3, seed=1)
+    assert random_layers(model, None, 3, seed=1) != random_layers(model, None, 3, seed=2)
+    for name, criterion in CRITERIA.items():
+        with pytest.raises(ValueError, match="cannot remove 6 of 6"):
+            criterion(model, CALIB, 6)

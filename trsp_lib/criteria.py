@@ -5,6 +5,8 @@ the calibration data, the hooks (`gating`) and the removal code with TRSP.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -49,16 +51,112 @@ def block_influence(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) 
 
 def shortgpt(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
     """The n layers with the lowest Block Influence (one shot), lowest first."""
+    _check_n(model, n)
     bi = block_influence(model, calib)
     return sorted(range(len(bi)), key=lambda i: (bi[i], i))[:n]
 
 
-def reverse(model: nn.Module, calib: torch.Tensor | None, n: int) -> list[int]:
-    """The n layers before the final one, last first ("Reassessing Layer Pruning")."""
+@torch.no_grad()
+def calib_loss(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(), batch_size: int = 4) -> float:
+    """Mean next-token loss on the calibration ids with the layers in `skip` skipped (identity)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    gating = attach_gates(model, "output")
+    gating.skipped = set(skip)
+    total, count = 0.0, 0
+    try:
+        for start in range(0, calib.shape[0], batch_size):
+            x = calib[start:start + batch_size].to(device)
+            total += model(input_ids=x, labels=x, use_cache=False).loss.item() * x.shape[0]
+            count += x.shape[0]
+    finally:
+        detach_gates(model, gating, fold=False)
+        model.train(was_training)
+    return total / count
+
+
+def _check_n(model: nn.Module, n: int) -> int:
     n_layers = len(get_layers(model))
     if not 1 <= n < n_layers:
-        raise ValueError(f"cannot remove {n} of {n_layers} layers")
+        raise ValueError(f"cannot remove {n} of {n_layers} layers: need 1 <= n < {n_layers}")
+    return n_layers
+
+
+def sleb(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    """SLEB: greedily remove the layer whose removal raises the calibration loss least, re-scored each step."""
+    n_layers = _check_n(model, n)
+    removed: list[int] = []
+    for _ in range(n):
+        losses = {i: calib_loss(model, calib, set(removed) | {i}) for i in range(n_layers) if i not in removed}
+        removed.append(min(losses, key=lambda i: (losses[i], i)))
+    return removed
+
+
+def ppl(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    """Shortened LLaMA's PPL criterion: rank layers by the calibration loss with that layer alone removed."""
+    n_layers = _check_n(model, n)
+    losses = [calib_loss(model, calib, {i}) for i in range(n_layers)]
+    return sorted(range(n_layers), key=lambda i: (losses[i], i))[:n]
+
+
+def taylor_scores(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) -> list[float]:
+    """Shortened LLaMA's Taylor+: per layer, the sum over its weights of |w * dL/dw| on calibration data."""
+    device = next(model.parameters()).device
+    layers = get_layers(model)
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for start in range(0, calib.shape[0], batch_size):
+        x = calib[start:start + batch_size].to(device)
+        (model(input_ids=x, labels=x, use_cache=False).loss * x.shape[0] / calib.shape[0]).backward()
+    scores = [sum((p.detach() * p.grad).abs().sum().item() for p in layer.parameters() if p.grad is not None)
+              for layer in layers]
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return scores
+
+
+def taylor(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    n_layers = _check_n(model, n)
+    scores = taylor_scores(model, calib)
+    return sorted(range(n_layers), key=lambda i: (scores[i], i))[:n]
+
+
+def angular(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    """Gromov et al.: the contiguous block of n layers whose input and output (last token) are closest in angle."""
+    n_layers = _check_n(model, n)
+    device = next(model.parameters()).device
+    gating = attach_gates(model, "output")
+    gating.capture = set(range(n_layers))
+    was_training = model.training
+    model.eval()
+    states = []  # [L + 1] tensors of [N, H]: the input of every layer, then the last output
+    try:
+        with torch.no_grad():
+            model(input_ids=calib.to(device), use_cache=False)
+        states = [gating.inputs[i][:, -1].float().cpu() for i in range(n_layers)]
+        states.append((gating.inputs[n_layers - 1] + gating.diffs[n_layers - 1])[:, -1].float().cpu())
+    finally:
+        detach_gates(model, gating, fold=False)
+        model.train(was_training)
+    dist = [torch.arccos(nn.functional.cosine_similarity(states[s], states[s + n], dim=-1).clamp(-1, 1)).mean().item() / math.pi
+            for s in range(n_layers - n + 1)]
+    start = min(range(len(dist)), key=lambda s: (dist[s], s))
+    return list(range(start, start + n))
+
+
+def random_layers(model: nn.Module, calib: torch.Tensor | None, n: int, seed: int = 0) -> list[int]:
+    """A seeded random choice: the floor every criterion should clear."""
+    n_layers = _check_n(model, n)
+    return torch.randperm(n_layers, generator=torch.Generator().manual_seed(seed))[:n].tolist()
+
+
+def reverse(model: nn.Module, calib: torch.Tensor | None, n: int) -> list[int]:
+    """The n layers before the final one, last first ("Reassessing Layer Pruning")."""
+    n_layers = _check_n(model, n)
     return list(range(n_layers - 2, n_layers - 2 - n, -1))
 
 
-CRITERIA = {"shortgpt": shortgpt, "reverse": reverse}
+CRITERIA = {"shortgpt": shortgpt, "angular": angular, "sleb": sleb, "ppl": ppl, "taylor": taylor,
+            "reverse": reverse, "random": random_layers}
