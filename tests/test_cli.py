@@ -65,3 +65,13 @@ def test_unknown_model_says_how_to_get_one(tmp_path, capsys):
     assert main(["prune", "--model", "no-such-model-xyz", "--out", str(tmp_path / "x"), *TINY]) == 2
     err = capsys.readouterr().err
     assert "no-such-model-xyz" in err and "smollm2-135m" in err
+
+
+def test_speed_compares_dense_and_pruned(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["prune", "--model", str(tiny_model_dir), "--ratio", "0.34", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["speed", "--dense", str(tiny_model_dir), "--pruned", str(out / "model"), "--prefill-len", "16",
+                 "--gen-batch", "2", "--new-tokens", "3", "--reps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "(6 layers)" in printed and "(4 layers)" in printed and "FLOP ideal" in printed

@@ -211,6 +211,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    from .models import load_model
+    from .speed import compare_speed
+
+    dense, _ = load_model(args.dense, device=args.device, dtype=args.dtype)
+    pruned, _ = load_model(args.pruned, device=args.device, dtype=args.dtype)
+    r = compare_speed(dense, pruned, prefill_len=args.prefill_len, gen_batch=args.gen_batch,
+                      new_tokens=args.new_tokens, reps=args.reps)
+    n_dense, n_pruned = dense.config.num_hidden_layers, pruned.config.num_hidden_layers
+    print(f"{args.dense} ({n_dense} layers) vs {args.pruned} ({n_pruned} layers), median of {args.reps}, interleaved:")
+    for kind, unit in (("prefill", f"batch 1 x {args.prefill_len} tokens"), ("generate", f"batch {args.gen_batch}, 64 + {args.new_tokens} tokens")):
+        d, p = r["dense"][kind], r["pruned"][kind]
+        print(f"  {kind:8} ({unit}): dense {d['median']:.3f} s [{d['min']:.3f}-{d['max']:.3f}], pruned {p['median']:.3f} s "
+              f"[{p['min']:.3f}-{p['max']:.3f}]  speed-up {r['speedup'][kind]:.2f}x (FLOP ideal {r['ideal'][kind]:.2f}x)")
+    return 0
+
+
 def _add_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", action="append", help="a text file to score (repeatable); default: the built-in wiki and news test splits")
     p.add_argument("--eval-seq-len", type=int, default=None, help="perplexity window length")
@@ -241,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--remove-layers", default=None, help="comma-separated layer indices to delete first, e.g. 21,22,23")
     _add_eval_flags(e)
     e.set_defaults(func=cmd_eval)
+    sp = sub.add_parser("speed", help="prefill latency and generation throughput, dense vs pruned, interleaved")
+    sp.add_argument("--dense", default="smollm2-135m")
+    sp.add_argument("--pruned", required=True, help="a pruned checkpoint, e.g. runs/smollm2-25/model")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--dtype", default=None)
+    sp.add_argument("--prefill-len", type=int, default=256, help="GPU protocol of the paper: 2048")
+    sp.add_argument("--gen-batch", type=int, default=4, help="GPU protocol of the paper: 64")
+    sp.add_argument("--new-tokens", type=int, default=32, help="GPU protocol of the paper: 128")
+    sp.add_argument("--reps", type=int, default=5)
+    sp.set_defaults(func=cmd_speed)
     return parser
 
 
