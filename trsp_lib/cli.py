@@ -153,18 +153,18 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
     base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
     choices = {"same layers, untrained": result.removed, f"last {n} before final, untrained": reverse(base, None, n),
                "shortgpt, untrained": shortgpt(base, calib[:16], n)}
-    del base
     runs = list(choices.items())
     if args.finetune_baselines:
         runs.append(("shortgpt + equal-budget ft", choices["shortgpt, untrained"]))
     for label, layers in runs:
-        base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
+        if base is None:  # each baseline prunes its own fresh copy; the first reuses the one loaded above
+            base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
         remove_layers(base, layers)
         if label.endswith("ft"):
             finetune(base, calib, len(result.trajectory), cfg)
         print(f"{label}: removes {sorted(layers)}")
         out[label] = _ppl_all(base, tok, texts, evals, label)
-        del base
+        base = None
     return out, {label: layers for label, layers in runs}
 
 
@@ -221,7 +221,7 @@ def cmd_speed(args) -> int:
                       new_tokens=args.new_tokens, reps=args.reps)
     n_dense, n_pruned = dense.config.num_hidden_layers, pruned.config.num_hidden_layers
     print(f"{args.dense} ({n_dense} layers) vs {args.pruned} ({n_pruned} layers), median of {args.reps}, interleaved:")
-    for kind, unit in (("prefill", f"batch 1 x {args.prefill_len} tokens"), ("generate", f"batch {args.gen_batch}, 64 + {args.new_tokens} tokens")):
+    for kind, unit in (("prefill", f"batch 1 x {args.prefill_len} tokens"), ("generate", f"batch {args.gen_batch}, {r['protocol']['prompt_len']} + {args.new_tokens} tokens")):
         d, p = r["dense"][kind], r["pruned"][kind]
         print(f"  {kind:8} ({unit}): dense {d['median']:.3f} s [{d['min']:.3f}-{d['max']:.3f}], pruned {p['median']:.3f} s "
               f"[{p['min']:.3f}-{p['max']:.3f}]  speed-up {r['speedup'][kind]:.2f}x (FLOP ideal {r['ideal'][kind]:.2f}x)")

@@ -6,6 +6,7 @@ the calibration data, the hooks (`gating`) and the removal code with TRSP.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -15,30 +16,31 @@ from .gating import attach_gates, detach_gates
 
 
 @torch.no_grad()
-def layer_io(model: nn.Module, calib: torch.Tensor, batch_size: int = 4, reduce=None) -> list[torch.Tensor]:
-    """Per-layer statistic of (X_in, X_out) over the calibration batches, by the shared hooks.
-
-    `reduce(x_in, x_out) -> tensor[...]` is summed over batches (default: sum of token cosines).
-    """
-    reduce = reduce or (lambda x, y: nn.functional.cosine_similarity(x.float(), y.float(), dim=-1).sum())
+def captured_io(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """For each calibration batch, (X_in, X_out) of every layer, recorded by the shared gating hooks."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")
-    n_layers = gating.n_layers
-    gating.capture = set(range(n_layers))
-    totals: list[torch.Tensor] = [torch.zeros(()) for _ in range(n_layers)]
+    gating.capture = set(range(gating.n_layers))
     try:
         for start in range(0, calib.shape[0], batch_size):
             model(input_ids=calib[start:start + batch_size].to(device), use_cache=False)
-            for i in range(n_layers):
-                x_in = gating.inputs[i]
-                totals[i] = totals[i] + reduce(x_in, x_in + gating.diffs[i]).cpu()
+            yield [(gating.inputs[i], gating.inputs[i] + gating.diffs[i]) for i in range(gating.n_layers)]
             gating.diffs.clear()
             gating.inputs.clear()
     finally:
         detach_gates(model, gating, fold=False)
         model.train(was_training)
+
+
+def layer_io(model: nn.Module, calib: torch.Tensor, batch_size: int = 4, reduce=None) -> list[torch.Tensor]:
+    """Per-layer statistic of (X_in, X_out), summed over the calibration batches (default: token cosines)."""
+    reduce = reduce or (lambda x, y: nn.functional.cosine_similarity(x.float(), y.float(), dim=-1).sum())
+    totals: list[torch.Tensor] = []
+    for io in captured_io(model, calib, batch_size):
+        values = [reduce(x, y).cpu() for x, y in io]
+        totals = values if not totals else [t + v for t, v in zip(totals, values)]
     return totals
 
 
@@ -126,20 +128,10 @@ def taylor(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
 def angular(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
     """Gromov et al.: the contiguous block of n layers whose input and output (last token) are closest in angle."""
     n_layers = _check_n(model, n)
-    device = next(model.parameters()).device
-    gating = attach_gates(model, "output")
-    gating.capture = set(range(n_layers))
-    was_training = model.training
-    model.eval()
-    states = []  # [L + 1] tensors of [N, H]: the input of every layer, then the last output
-    try:
-        with torch.no_grad():
-            model(input_ids=calib.to(device), use_cache=False)
-        states = [gating.inputs[i][:, -1].float().cpu() for i in range(n_layers)]
-        states.append((gating.inputs[n_layers - 1] + gating.diffs[n_layers - 1])[:, -1].float().cpu())
-    finally:
-        detach_gates(model, gating, fold=False)
-        model.train(was_training)
+    batches = []  # per batch, [L + 1, B, H]: the input of every layer, then the last layer's output
+    for io in captured_io(model, calib):
+        batches.append(torch.stack([x[:, -1] for x, _ in io] + [io[-1][1][:, -1]]).float().cpu())
+    states = torch.cat(batches, dim=1)
     dist = [torch.arccos(nn.functional.cosine_similarity(states[s], states[s + n], dim=-1).clamp(-1, 1)).mean().item() / math.pi
             for s in range(n_layers - n + 1)]
     start = min(range(len(dist)), key=lambda s: (dist[s], s))
