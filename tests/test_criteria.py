@@ -79,3 +79,25 @@ def test_random_is_seeded_and_every_criterion_checks_n():
     for name, criterion in CRITERIA.items():
         with pytest.raises(ValueError, match="cannot remove 6 of 6"):
             criterion(model, CALIB, 6)
+
+
+def test_laco_merges_parameter_differences_into_the_earlier_layer():
+    from trsp_lib.criteria import laco
+    model = tiny_model("llama", n_layers=6)
+    layers = get_layers(model)
+    theta = [{k: p.detach().clone() for k, p in layer.named_parameters()} for layer in layers]
+    removed = laco(model, CALIB, 2, merge=3, threshold=-1.0)  # accept the first merge: layers 4, 5 into 3
+    assert removed == [4, 5]
+    for k, p in layers[3].named_parameters():
+        expected = theta[3][k] + (theta[4][k] - theta[3][k]) + (theta[5][k] - theta[3][k])
+        assert torch.allclose(p, expected, atol=1e-6)
+    for i in (0, 1, 2, 4, 5):  # only the merge target changes
+        assert all(torch.equal(p, theta[i][k]) for k, p in layers[i].named_parameters())
+
+
+def test_laco_always_returns_n_layers_and_restores_rejected_merges(capsys):
+    from trsp_lib.criteria import laco
+    model = tiny_model("llama", n_layers=6)
+    removed = laco(model, CALIB, 3, merge=2, threshold=1.5)  # nothing passes at first: the threshold drops
+    assert len(removed) == 3 and len(set(removed)) == 3 and 0 not in removed
+    assert "lowering the threshold" in capsys.readouterr().out

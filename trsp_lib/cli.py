@@ -6,7 +6,6 @@ a `--profile` fills in a named set first.  Bad input ends with one clear line an
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -83,7 +82,8 @@ def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals: dict) -> dic
 
 
 def _key(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from .provenance import param_key
+    return param_key(d)
 
 
 def cmd_prune(args) -> int:
@@ -228,6 +228,25 @@ def cmd_speed(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, table
+    from .trsp import TRSPConfig
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TRSPConfig)
+                 if f.name not in ("ratio", "n_remove") and getattr(args, f.name, None) is not None}
+    tasks = args.tasks.split(",") if args.tasks else None
+    rows = compare(model=args.model, ratios=args.ratios, methods=args.methods, out=args.out, profile=args.profile,
+                   finetune_baselines=args.finetune, limit=None if args.limit < 0 else args.limit,
+                   criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
+                   force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
+                   **({"tasks": tasks} if tasks else {}))
+    import pandas as pd
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3g}".format):
+        print(table(rows).to_string(index=False))
+    print(f"wrote {args.out}/results.csv and {args.out}/results.json")
+    return 0
+
+
 def _add_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", action="append", help="a text file to score (repeatable); default: the built-in wiki and news test splits")
     p.add_argument("--eval-seq-len", type=int, default=None, help="perplexity window length")
@@ -268,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--new-tokens", type=int, default=32, help="GPU protocol of the paper: 128")
     sp.add_argument("--reps", type=int, default=5)
     sp.set_defaults(func=cmd_speed)
+    c = sub.add_parser("compare", help="dense, TRSP and every baseline (+ equal-budget fine-tune) under one protocol")
+    c.add_argument("--model", default="smollm2-135m")
+    c.add_argument("--ratios", type=float, nargs="+", default=[0.25], help="pruning ratios, e.g. 0.125 0.25 0.375 0.5")
+    c.add_argument("--methods", default="all", help="all, or a comma list of trsp,shortgpt,angular,sleb,ppl,taylor,laco,reverse,random")
+    c.add_argument("--out", default="runs/compare")
+    c.add_argument("--profile", default="default", help="TRSP configuration, calibration and evaluation settings for every method")
+    c.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
+                   help="also each baseline + plain fine-tuning with TRSP's step/token budget (rows 'method+ft')")
+    c.add_argument("--tasks", default=None, help="zero-shot tasks, comma list (default: piqa,winogrande,hellaswag,arc_easy,arc_challenge)")
+    c.add_argument("--limit", type=int, default=50, help="items per zero-shot task, seeded, same for every method; 0 = skip zero-shot, -1 = full sets (hours on CPU)")
+    c.add_argument("--zs-seed", type=int, default=0)
+    c.add_argument("--criterion-samples", type=int, default=16, help="calibration sequences given to the baseline criteria")
+    c.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
+    c.add_argument("--save-models", action="store_true", help="also write OUT/<method>-<ratio>/model/")
+    c.add_argument("--force", action="store_true", help="recompute rows even when OUT/rows/ holds them")
+    c.add_argument("--dtype", default=None)
+    _add_config_flags(c)
+    c.set_defaults(func=cmd_compare)
     return parser
 
 

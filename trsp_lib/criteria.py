@@ -1,7 +1,8 @@
 """Layer-selection baselines that TRSP is compared with.
 
 Each criterion has one signature, `(model, calib, n) -> layers to remove, in order`, and shares
-the calibration data, the hooks (`gating`) and the removal code with TRSP.
+the calibration data, the hooks (`gating`) and the removal code with TRSP. LaCo alone also edits
+weights (it merges layers), so callers give every criterion its own copy of the dense model.
 """
 from __future__ import annotations
 
@@ -150,5 +151,71 @@ def reverse(model: nn.Module, calib: torch.Tensor | None, n: int) -> list[int]:
     return list(range(n_layers - 2, n_layers - 2 - n, -1))
 
 
+@torch.no_grad()
+def last_hidden(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(),
+                batch_size: int = 4) -> torch.Tensor:
+    """The final hidden states [N, T, H] (after the last norm) with the layers in `skip` skipped."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    gating = attach_gates(model, "output")
+    gating.skipped = set(skip)
+    try:
+        out = [model(input_ids=calib[s:s + batch_size].to(device), output_hidden_states=True,
+                     use_cache=False).hidden_states[-1].float().cpu() for s in range(0, calib.shape[0], batch_size)]
+    finally:
+        detach_gates(model, gating, fold=False)
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def laco(model: nn.Module, calib: torch.Tensor, n: int, merge: int = 4, interval: int = 2,
+         threshold: float = 0.65, low: int = 1, samples: int = 8) -> list[int]:
+    """LaCo (Yang et al. 2024): collapse rear layers into an earlier one; returns the merged-away layers.
+
+    Unlike the other criteria this one EDITS WEIGHTS: layer l becomes theta_l + sum_k (theta_{l+k} - theta_l)
+    over the next `merge - 1` kept layers (RDSC merge), and the caller deletes the returned layers.
+    Walking down from the top, a merge is kept when the mean cosine similarity of the final hidden
+    states (first `samples` calibration rows) to the dense model's stays above `threshold`; after a
+    kept merge the walk jumps `interval` layers. If a walk ends short of n, it restarts from the top
+    with the threshold lowered by 0.05 (printed), so the result always has exactly n fewer layers.
+    """
+    n_layers = _check_n(model, n)
+    calib = calib[:samples]
+    layers = get_layers(model)
+    reference = last_hidden(model, calib)
+    removed: list[int] = []
+    while True:
+        l = n_layers - merge
+        while l >= low and len(removed) < n:
+            kept_after = [i for i in range(l + 1, n_layers) if i not in removed][: min(merge - 1, n - len(removed))]
+            if l in removed or not kept_after:
+                l -= 1
+                continue
+            target = dict(layers[l].named_parameters())
+            saved = {k: p.detach().clone() for k, p in target.items()}
+            with torch.no_grad():
+                for j in kept_after:
+                    for k, p in layers[j].named_parameters():
+                        target[k].add_(p.detach().to(target[k].dtype) - saved[k])
+            merged = last_hidden(model, calib, set(removed) | set(kept_after))
+            sim = nn.functional.cosine_similarity(merged, reference, dim=-1).mean().item()
+            if sim > threshold:
+                removed.extend(kept_after)
+                l -= interval
+            else:
+                with torch.no_grad():
+                    for k, p in target.items():
+                        p.copy_(saved[k])
+                l -= 1
+        if len(removed) >= n:
+            return removed
+        threshold -= 0.05
+        print(f"laco: {len(removed)} of {n} layers merged after a full walk; lowering the threshold to {threshold:.2f}")
+
+
+#: Criteria that change weights as well as choosing layers (the caller must use the same model object).
+EDITS_WEIGHTS = {"laco"}
+
 CRITERIA = {"shortgpt": shortgpt, "angular": angular, "sleb": sleb, "ppl": ppl, "taylor": taylor,
-            "reverse": reverse, "random": random_layers}
+            "laco": laco, "reverse": reverse, "random": random_layers}

@@ -176,7 +176,7 @@ def _tiny_config(arch: str, n: int, **overrides):
     import transformers as tf
 
     common = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=n,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                   bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.1)
     if arch == "llama":
         cfg = tf.LlamaConfig(**common)
@@ -197,10 +197,10 @@ def _tiny_config(arch: str, n: int, **overrides):
                               mm_tokens_per_image=1, image_token_index=125, boi_token_index=126, eoi_token_index=127)
     elif arch == "opt":
         cfg = tf.OPTConfig(vocab_size=128, hidden_size=32, ffn_dim=64, num_hidden_layers=n, num_attention_heads=4,
-                           max_position_embeddings=128, word_embed_proj_dim=32, bos_token_id=1, eos_token_id=2,
+                           max_position_embeddings=1024, word_embed_proj_dim=32, bos_token_id=1, eos_token_id=2,
                            pad_token_id=0, init_std=0.1, dropout=0.0, attention_dropout=0.0)
     elif arch == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=128, n_embd=32, n_layer=n, n_head=4, n_positions=128, bos_token_id=1,
+        cfg = tf.GPT2Config(vocab_size=128, n_embd=32, n_layer=n, n_head=4, n_positions=1024, bos_token_id=1,
                             eos_token_id=2, initializer_range=0.1)
     elif arch == "phi":
         cfg = tf.PhiConfig(**{**common, "num_key_value_heads": 4}, partial_rotary_factor=0.5)

@@ -1,6 +1,7 @@
 """Where a result came from, and writing it so that an interrupted run leaves nothing half-done."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -42,6 +43,11 @@ def provenance() -> dict:
         "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def param_key(params: dict) -> str:
+    """A short, stable hash of everything that determines a result (parameters + library version)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:

@@ -135,6 +135,11 @@ class TRSPResult:
         return d
 
 
+def step_budget(cfg: TRSPConfig, n: int) -> int:
+    """Optimizer steps of a TRSP run removing n layers (stage 1 + stage 2): the equal-budget fine-tune's."""
+    return n * cfg.steps_per_round + cfg.stage2_steps
+
+
 def candidates(n_layers: int, cfg: TRSPConfig) -> list[int]:
     return list(range(cfg.protect_first, n_layers - cfg.protect_last))
 

@@ -1,0 +1,223 @@
+"""Every method under one protocol: same model, calibration tokens, removal code and evaluation.
+
+`compare` runs the dense model, TRSP and each baseline criterion (optionally followed by plain
+fine-tuning with TRSP's exact step and token budget, the "+ft" rows), scores each on in- and
+out-of-domain perplexity and zero-shot accuracy, and writes one row per (method, ratio). Each row
+is its own JSON file under OUT/rows/, keyed by a hash of everything that determines it and the
+library version (in the file name): a rerun reuses finished rows and computes only new ones.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .adapters import get_layers
+from .criteria import CRITERIA, EDITS_WEIGHTS, random_layers
+from .data import calibration_batches, eval_tokens
+from .evaluation import perplexity
+from .models import load_model
+from .profiles import EVAL_KEYS, get_profile
+from .provenance import param_key, peak_rss_gb, provenance, write_json_atomic
+from .removal import remove_layers, save_model
+from .speed import compare_speed
+from .trsp import TRSPConfig, finetune, prune, step_budget
+from .zeroshot import DEFAULT_TASKS, zero_shot
+
+ALL_METHODS = ("trsp",) + tuple(CRITERIA)
+DOMAINS = ("wiki", "news")
+
+
+def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    if names in (["all"], ("all",)):
+        return list(ALL_METHODS)
+    unknown = [m for m in names if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from all, {', '.join(ALL_METHODS)}")
+    return names
+
+
+def _evaluate(model, tok, cfg: TRSPConfig, evals: dict, zs: dict | None) -> dict[str, Any]:
+    """Perplexity on both domains (in-domain = the calibration text's) and zero-shot accuracy."""
+    row: dict[str, Any] = {}
+    for domain in DOMAINS:
+        ids = eval_tokens(tok, domain, evals.get("eval_max_tokens"))
+        tag = "in" if domain == cfg.calib else "out"
+        row[f"ppl_{domain}"] = perplexity(model, tok, ids, seq_len=evals["eval_seq_len"],
+                                          batch_size=evals["eval_batch_size"], desc=f"ppl {domain} ({tag}-domain)")
+    if zs is not None:
+        r = zero_shot(model, tok, **zs)
+        row["zs_avg"] = r["average"]
+        for task, metrics in r["tasks"].items():
+            for m in ("acc", "acc_norm"):
+                if m in metrics:
+                    row[f"zs_{task}_{m}"] = metrics[m]
+        row["zs_average_metric"] = r["average_metric"]
+        row["zs_n"] = {t: m["n"] for t, m in r["tasks"].items()}
+    return row
+
+
+def _prune_one(model, method: str, n: int, calib: torch.Tensor, cfg: TRSPConfig, criterion_samples: int,
+               layers: list[int] | None) -> dict[str, Any]:
+    """Select (or reuse) the layers, edit and delete; returns what the row records about the pruning."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if method == "trsp":
+        result = prune(model, calib, cfg)
+        layers = result.removed
+        extra = {"final_scales": result.final_scales, "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
+                 "trajectory": result.trajectory, "timings": result.timings}
+    else:
+        if layers is None or method in EDITS_WEIGHTS:  # LaCo's merged weights must be rebuilt
+            if method == "random":
+                layers = random_layers(model, None, n, seed=cfg.seed)
+            else:
+                layers = CRITERIA[method](model, calib[:criterion_samples], n)
+        remove_layers(model, layers)
+    return {"removed": [int(i) for i in layers], "prune_s": time.perf_counter() - t0, **extra}
+
+
+def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float] = (0.25,),
+            methods: str | list[str] = "all", out: str | Path = "runs/compare", profile: str = "default",
+            finetune_baselines: bool = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
+            limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
+            speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
+            overrides: dict | None = None) -> list[dict]:
+    """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}).
+
+    `profile` and `overrides` set the TRSP configuration, which also fixes the calibration data,
+    the fine-tune budget and the evaluation windows shared by every method. `limit` items per
+    zero-shot task (seeded, the same items for every row; None = full sets, hours on a CPU).
+    `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
+    """
+    methods = resolve_methods(methods)
+    prof = get_profile(profile)
+    evals = {k: prof.pop(k) for k in EVAL_KEYS if k in prof}
+    base_cfg = TRSPConfig.from_dict({**prof, **(overrides or {})})
+    for r in ratios:
+        if not 0.0 < r < 1.0:
+            raise ValueError(f"ratios must be in (0, 1), got {r}")
+    out = Path(out)
+    zs = None if limit == 0 else {"tasks": tuple(tasks), "limit": limit, "seed": zs_seed, "batch_size": zs_batch_size}
+    shared = {"model": model, "version": __version__, "eval": evals, "zero_shot": zs and {k: v for k, v in zs.items() if k != "batch_size"},
+              "calib": [base_cfg.calib, base_cfg.n_samples, base_cfg.seq_len, base_cfg.seed]}
+    params = {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile, "overrides": overrides or {},
+              "finetune_baselines": finetune_baselines, "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
+              "criterion_samples": criterion_samples, "speed": speed, "eval": evals}
+
+    print(f"loading {model} ...")
+    dense, tok = load_model(model, device=base_cfg.device, dtype=dtype)
+    n_layers = len(get_layers(dense))
+    calib = calibration_batches(tok, base_cfg.n_samples, base_cfg.seq_len, source=base_cfg.calib, seed=base_cfg.seed)
+    rows: list[dict] = []
+
+    def run_row(name: str, key_params: dict, compute) -> dict:
+        key = param_key({**shared, **key_params})
+        path = out / "rows" / f"{name}-{key}.json"  # other parameters -> another file: both stay cached
+        if path.exists() and not force:
+            print(f"[{name}] reusing {path}")
+            return json.loads(path.read_text())
+        print(f"[{name}] computing ...")
+        t0 = time.perf_counter()
+        row = {"method": key_params["method"], "ratio": key_params.get("ratio", 0.0), "model": model,
+               "n_layers": n_layers, **compute()}
+        row.update({"key": key, "wall_s": time.perf_counter() - t0, "peak_rss_gb": peak_rss_gb(),
+                    "provenance": provenance()})
+        write_json_atomic(path, row)
+        return row
+
+    rows.append(run_row("dense", {"method": "dense"}, lambda: {
+        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(dense, tok, base_cfg, evals, zs)}))
+
+    for ratio in ratios:
+        cfg = replace(base_cfg, ratio=ratio)
+        n = cfg.validate(n_layers)
+        budget = step_budget(cfg, n)
+        ratio_rows: dict[str, dict] = {}
+        order = [(m, False) for m in methods] + [(m, True) for m in methods if m != "trsp" and finetune_baselines]
+        for method, ft in order:
+            label = method + ("+ft" if ft else "")
+            key_params = {"method": label, "ratio": ratio, "n": n, "config": asdict(cfg),
+                          "criterion_samples": criterion_samples if method not in ("trsp", "reverse", "random") else None,
+                          "ft_steps": budget if ft else 0}
+
+            def compute(method=method, ft=ft, label=label):
+                pruned = copy.deepcopy(dense)
+                base_row = ratio_rows.get(method)
+                info = _prune_one(pruned, method, n, calib, cfg, criterion_samples,
+                                  base_row["removed"] if base_row else None)
+                if ft:
+                    t0 = time.perf_counter()
+                    finetune(pruned, calib, budget, cfg)
+                    info["ft_s"] = time.perf_counter() - t0
+                    info["prune_s"] += info["ft_s"] + (base_row["prune_s"] if base_row and method not in EDITS_WEIGHTS else 0.0)
+                row = {"n_removed": n, **info, "ft_steps": budget if ft else 0,
+                       "ft_tokens": budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len if ft else 0,
+                       **_evaluate(pruned, tok, cfg, evals, zs)}
+                if save_models:
+                    save_model(pruned, tok, out / f"{label}-{ratio}" / "model")
+                if speed and "_speed_model" not in ratio_rows:
+                    ratio_rows["_speed_model"] = pruned  # every method at this ratio has the same shape
+                return row
+
+            row = run_row(f"{label}-{ratio}", key_params, compute)
+            ratio_rows[label] = row
+            rows.append(row)
+        if speed:
+            sp = _speed_row(out, ratio, n, dense, ratio_rows, methods, shared, force)
+            for label, row in ratio_rows.items():
+                if not label.startswith("_"):
+                    row.update({f"speedup_{k}": v for k, v in sp["speedup"].items()})
+                    row.update({f"ideal_{k}": v for k, v in sp["ideal"].items()})
+    if speed:
+        rows[0].update({"speedup_prefill": 1.0, "speedup_generate": 1.0, "ideal_prefill": 1.0, "ideal_generate": 1.0})
+    write_results(out, rows, params)
+    return rows
+
+
+def _speed_row(out: Path, ratio: float, n: int, dense, ratio_rows: dict, methods: list[str], shared: dict,
+               force: bool) -> dict:
+    """Speed depends only on the shape, which is the same for every method at a ratio: measure once."""
+    key = param_key({**shared, "speed": ratio, "n": n})
+    path = out / "rows" / f"speed-{ratio}-{key}.json"
+    if path.exists() and not force:
+        return json.loads(path.read_text())
+    pruned = ratio_rows.get("_speed_model")
+    if pruned is None:  # every row was reused: rebuild the shape (weights do not matter for time)
+        pruned = copy.deepcopy(dense)
+        remove_layers(pruned, ratio_rows[methods[0]]["removed"])
+    print(f"[speed-{ratio}] dense vs {n} layers removed, interleaved ...")
+    sp = compare_speed(dense, pruned)
+    sp.update({"key": key, "provenance": provenance()})
+    write_json_atomic(path, sp)
+    return sp
+
+
+def write_results(out: Path, rows: list[dict], params: dict) -> None:
+    """results.json (rows + parameters + provenance) and results.csv (flat columns), atomically."""
+    import pandas as pd
+
+    write_json_atomic(out / "results.json", {"params": params, "provenance": provenance(), "rows": rows})
+    flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list)) or k == "removed"} for r in rows]
+    df = pd.DataFrame(flat)
+    tmp = out / ".results.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(out / "results.csv")
+
+
+def table(rows: list[dict]):
+    """The headline columns as a DataFrame (what `trsp compare` prints and the book renders)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    cols = ["method", "ratio", "n_removed", "ppl_wiki", "ppl_news", "zs_avg"]
+    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_average_metric", "zs_n")]
+    cols += [c for c in ("speedup_prefill", "ideal_prefill", "speedup_generate", "ideal_generate", "prune_s") if c in df.columns]
+    return df[[c for c in cols if c in df.columns]]

