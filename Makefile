@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup test test-all book prune clean-cache
+.PHONY: setup test test-all unit book book-tiny check-book prune clean-cache
 
 setup: $(STAMP)
 
@@ -27,16 +27,39 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) data/prepare.py benchmarks
 	touch $(STAMP)
 
-# Fast tests plus the marked real-model smoke subset (see tests/README or pytest -m slow).
-test: setup
+# Fast tests plus the marked real-model smoke subset, then every notebook on the tiny profile and the book from them.
+test: unit book-tiny
+
+unit: setup
 	$(PY) -m pytest -q -m "not slow or smoke" tests
 
 # Every test, including the slow real-model ones.
 test-all: setup
 	$(PY) -m pytest -q tests
 
-# The main job on the embedded default: prune SmolLM2-135M by TRSP (default CPU profile).
-book: setup prune
+# The main job: every notebook with the default CPU profile (cached results reused; FRESH=1 recomputes),
+# then the Jupyter Book with warnings as errors. Output: book/_build/html/index.html
+book: setup
+	$(PY) book/run_notebooks.py --profile default
+	.venv/bin/jupyter-book build book -W -n --keep-going --quiet
 
+# The same on an 8-layer random model: seconds per notebook (make test, CI).
+book-tiny: setup
+	$(PY) book/run_notebooks.py --profile tiny
+	.venv/bin/jupyter-book build book -W -n --keep-going --quiet
+
+# Headless Chromium (system package, never downloaded): every built page loads, every figure image renders.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+
+check-book:
+	@if [ -z "$(CHROMIUM)" ]; then \
+		echo "check-book: Chromium is not installed. Install it with:  sudo apt-get install -y chromium" >&2; \
+		exit 2; \
+	fi
+	@test -f book/_build/html/index.html || { \
+		echo "check-book: book/_build/html/index.html is missing; build the book first (make book or make book-tiny)" >&2; exit 2; }
+	$(PY) book/check_book.py --html book/_build/html --chromium "$(CHROMIUM)"
+
+# TRSP alone on the embedded default (the CLI).
 prune: setup
 	.venv/bin/trsp prune --model smollm2-135m --ratio 0.25 --out runs/smollm2-25

@@ -25,6 +25,7 @@ from .evaluation import perplexity
 from .models import load_model
 from .profiles import EVAL_KEYS, get_profile
 from .provenance import param_key, peak_rss_gb, provenance, write_json_atomic
+from .results import fresh, results_dir
 from .removal import remove_layers, save_model
 from .speed import compare_speed
 from .trsp import TRSPConfig, finetune, prune, step_budget
@@ -85,12 +86,13 @@ def _prune_one(model, method: str, n: int, calib: torch.Tensor, cfg: TRSPConfig,
 
 
 def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float] = (0.25,),
-            methods: str | list[str] = "all", out: str | Path = "runs/compare", profile: str = "default",
+            methods: str | list[str] = "all", out: str | Path | None = None, profile: str = "default",
             finetune_baselines: bool = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
             overrides: dict | None = None) -> list[dict]:
-    """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}).
+    """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}
+    when `out` is given; without it, rows are cached under the results directory, see `default_out`).
 
     `profile` and `overrides` set the TRSP configuration, which also fixes the calibration data,
     the fine-tune budget and the evaluation windows shared by every method. `limit` items per
@@ -104,7 +106,9 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     for r in ratios:
         if not 0.0 < r < 1.0:
             raise ValueError(f"ratios must be in (0, 1), got {r}")
-    out = Path(out)
+    write_tables = out is not None  # notebooks (out=None) share cached rows and print their own tables
+    out = Path(out) if out is not None else default_out(model)
+    force = force or fresh()
     zs = None if limit == 0 else {"tasks": tuple(tasks), "limit": limit, "seed": zs_seed, "batch_size": zs_batch_size}
     shared = {"model": model, "version": __version__, "eval": evals, "zero_shot": zs and {k: v for k, v in zs.items() if k != "batch_size"},
               "calib": [base_cfg.calib, base_cfg.n_samples, base_cfg.seq_len, base_cfg.seed]}
@@ -112,14 +116,15 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
               "finetune_baselines": finetune_baselines, "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
               "criterion_samples": criterion_samples, "speed": speed, "eval": evals}
 
+    provenance()  # fixes the commit this run reports (see provenance.git_commit)
     print(f"loading {model} ...")
     dense, tok = load_model(model, device=base_cfg.device, dtype=dtype)
     n_layers = len(get_layers(dense))
     calib = calibration_batches(tok, base_cfg.n_samples, base_cfg.seq_len, source=base_cfg.calib, seed=base_cfg.seed)
     rows: list[dict] = []
 
-    def run_row(name: str, key_params: dict, compute) -> dict:
-        key = param_key({**shared, **key_params})
+    def run_row(name: str, key_params: dict, compute, calib_free: bool = False) -> dict:
+        key = param_key({**{k: v for k, v in shared.items() if not (calib_free and k == "calib")}, **key_params})
         path = out / "rows" / f"{name}-{key}.json"  # other parameters -> another file: both stay cached
         if path.exists() and not force:
             print(f"[{name}] reusing {path}")
@@ -134,7 +139,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         return row
 
     rows.append(run_row("dense", {"method": "dense"}, lambda: {
-        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(dense, tok, base_cfg, evals, zs)}))
+        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(dense, tok, base_cfg, evals, zs)}, calib_free=True))
 
     for ratio in ratios:
         cfg = replace(base_cfg, ratio=ratio)
@@ -178,8 +183,14 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                     row.update({f"ideal_{k}": v for k, v in sp["ideal"].items()})
     if speed:
         rows[0].update({"speedup_prefill": 1.0, "speedup_generate": 1.0, "ideal_prefill": 1.0, "ideal_generate": 1.0})
-    write_results(out, rows, params)
+    if write_tables:
+        write_results(out, rows, params)
     return rows
+
+
+def default_out(model: str) -> Path:
+    """Where the notebooks keep a model's comparison rows: <results dir>/compare-<model>/."""
+    return results_dir() / f"compare-{Path(model).name if Path(model).is_dir() else model.replace('/', '--')}"
 
 
 def _speed_row(out: Path, ratio: float, n: int, dense, ratio_rows: dict, methods: list[str], shared: dict,

@@ -96,10 +96,15 @@ def sleb(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
     return removed
 
 
+def ppl_scores(model: nn.Module, calib: torch.Tensor) -> list[float]:
+    """Calibration loss with each layer alone removed (Shortened LLaMA's PPL criterion, in log space)."""
+    return [calib_loss(model, calib, {i}) for i in range(len(get_layers(model)))]
+
+
 def ppl(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
     """Shortened LLaMA's PPL criterion: rank layers by the calibration loss with that layer alone removed."""
     n_layers = _check_n(model, n)
-    losses = [calib_loss(model, calib, {i}) for i in range(n_layers)]
+    losses = ppl_scores(model, calib)
     return sorted(range(n_layers), key=lambda i: (losses[i], i))[:n]
 
 
@@ -126,17 +131,30 @@ def taylor(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
     return sorted(range(n_layers), key=lambda i: (scores[i], i))[:n]
 
 
-def angular(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
-    """Gromov et al.: the contiguous block of n layers whose input and output (last token) are closest in angle."""
-    n_layers = _check_n(model, n)
+def angular_distances(model: nn.Module, calib: torch.Tensor, n: int) -> list[float]:
+    """Mean angular distance / pi between the last-token states before block [s, s+n) and after it, per start s."""
+    n_layers = len(get_layers(model))
     batches = []  # per batch, [L + 1, B, H]: the input of every layer, then the last layer's output
     for io in captured_io(model, calib):
         batches.append(torch.stack([x[:, -1] for x, _ in io] + [io[-1][1][:, -1]]).float().cpu())
     states = torch.cat(batches, dim=1)
     dist = [torch.arccos(nn.functional.cosine_similarity(states[s], states[s + n], dim=-1).clamp(-1, 1)).mean().item() / math.pi
             for s in range(n_layers - n + 1)]
+    return dist
+
+
+def angular(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    """Gromov et al.: the contiguous block of n layers whose input and output (last token) are closest in angle."""
+    _check_n(model, n)
+    dist = angular_distances(model, calib, n)
     start = min(range(len(dist)), key=lambda s: (dist[s], s))
     return list(range(start, start + n))
+
+
+def layer_scores(model: nn.Module, calib: torch.Tensor) -> dict[str, list[float]]:
+    """Every one-shot criterion's per-layer score (low = removed first), for side-by-side plots."""
+    return {"shortgpt": block_influence(model, calib), "angular": angular_distances(model, calib, 1),
+            "ppl": ppl_scores(model, calib), "taylor": taylor_scores(model, calib)}
 
 
 def random_layers(model: nn.Module, calib: torch.Tensor | None, n: int, seed: int = 0) -> list[int]:

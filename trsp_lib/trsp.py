@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
 from .gating import GATE_MODES, Gating, attach_gates, detach_gates
 from .losses import NORMS, identity_gap, l1_scales, relative_gap

@@ -7,6 +7,7 @@ With a hub, `source="hub"` runs lm-eval's stock tasks under the same names inste
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -51,6 +52,27 @@ def sample_indices(name: str, limit: int | None, seed: int) -> list[int] | None:
     return sorted(random.Random(f"{name}:{seed}").sample(range(n), min(limit, n)))
 
 
+def subset_file(name: str, limit: int, seed: int) -> Path:
+    """The seeded subsample as its own JSONL (cached next to the full file; same items for every model)."""
+    full = Path(task_config(name)["dataset_kwargs"]["data_files"]["test"])
+    path = full.parent / "subsets" / f"{name}-{limit}-{seed}.jsonl"
+    if not path.exists():
+        lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = sample_indices(name, limit, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(lines[i] for i in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _offline_task_manager():
+    """A TaskManager that skips indexing lm-eval's thousands of stock task files (~10 s per call)."""
+    from lm_eval.tasks import TaskManager
+    return TaskManager(include_defaults=False)
+
+
 def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS, limit: int | None = 100,
               seed: int = 0, batch_size: int = 8, source: str = "offline") -> dict[str, Any]:
     """Per-task acc / acc_norm (and their standard errors) and the average, for an in-memory model.
@@ -69,11 +91,12 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     if source == "offline":
         configs = [task_config(t) for t in tasks]
+        if limit is not None:  # a small file of the sampled items: lm-eval then loads 50 rows, not 10,000
+            for t, c in zip(tasks, configs):
+                c["dataset_kwargs"]["data_files"]["test"] = str(subset_file(t, limit, seed))
         names = {t: c["task"] for t, c in zip(tasks, configs)}
-        samples = None
-        if limit is not None:
-            samples = {names[t]: sample_indices(t, limit, seed) for t in tasks}
-        out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, samples=samples, log_samples=False,
+        out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, log_samples=False,
+                                      task_manager=_offline_task_manager(),
                                       random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                       fewshot_random_seed=seed)
     elif source == "hub":

@@ -1,0 +1,122 @@
+"""Execute every notebook with papermill for one book profile, then leave the copies for jupyter-book.
+
+    python book/run_notebooks.py --profile default     # what `make book` runs
+    python book/run_notebooks.py --profile tiny        # seconds per notebook: `make test`, CI
+
+Parameters come from book/params.yaml (profile -> notebook -> overrides of its `parameters` cell).
+Executed copies go to book/executed/ (generated, not committed). A notebook is re-executed only when
+its source, its parameters, the library code or the cached results changed (a stamp file records
+what each copy was made from); FRESH=1 re-executes everything and recomputes results.
+
+Warnings are errors: papermill stops at a failing cell, and after each run any stderr output that
+mentions a warning fails the build with the notebook and cell named (progress bars are disabled).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+OUT = BOOK / "executed"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted((ROOT / "notebooks" / "assignments").glob("*.ipynb"))
+
+
+def digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def results_digest(results: Path) -> str:
+    """Names and sizes of the cached results: a new or recomputed result re-executes the notebooks."""
+    files = sorted(results.rglob("*.json")) if results.exists() else []
+    return hashlib.sha256("\n".join(f"{p.relative_to(results)}:{p.stat().st_size}" for p in files).encode()).hexdigest()[:16]
+
+
+def warnings_in(nb_path: Path) -> list[str]:
+    nb = nbformat.read(nb_path, as_version=4)
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.get("name") == "stderr" else ""
+            if "warn" in text.lower():
+                found.append(f"{nb_path.name} cell {i}: {text.strip().splitlines()[0][:200]}")
+    return found
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="default", help="a top-level key of book/params.yaml")
+    ap.add_argument("--only", default=None, help="comma list of notebook names to run (others are left as they are)")
+    args = ap.parse_args()
+    params = yaml.safe_load((BOOK / "params.yaml").read_text())
+    if args.profile not in params:
+        print(f"unknown book profile {args.profile!r}; book/params.yaml has {sorted(params)}", file=sys.stderr)
+        return 2
+    env = params[args.profile].get("_env", {})
+    os.environ.update({k: str(ROOT / v) if k == "TRSP_RESULTS" else str(v) for k, v in env.items()})
+    for quiet in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(quiet, "1")  # progress bars are widgets/stderr noise in a rendered page
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    fresh = os.environ.get("FRESH", "") not in ("", "0")
+    if fresh:
+        os.environ["TRSP_FRESH"] = "1"
+    results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
+    lib = digest(list((ROOT / "trsp_lib").glob("*.py")) + [BOOK / "params.yaml"])
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "assignments").mkdir(exist_ok=True)
+    stamps_path = OUT / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
+    stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
+    only = set(args.only.split(",")) if args.only else None
+    times = {}
+    for nb in NOTEBOOKS:
+        name = nb.stem
+        if only and name not in only:
+            continue
+        rel = nb.relative_to(ROOT / "notebooks")
+        dest = OUT / rel
+        p = params[args.profile].get(name, {}) or {}
+        stamp = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib, results_digest(results)]).encode()).hexdigest()[:16]
+        if dest.exists() and stamps.get(str(rel)) == stamp and not fresh:
+            print(f"{rel}: unchanged, kept")
+            continue
+        t0 = time.perf_counter()
+        print(f"{rel}: executing with {p or 'its defaults'} ...", flush=True)
+        papermill.execute_notebook(str(nb), str(dest), parameters=p, kernel_name="python3", cwd=str(ROOT),
+                                   progress_bar=False, log_output=False)
+        problems = warnings_in(dest)
+        if problems:
+            print("warnings are errors in this book:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+        times[str(rel)] = time.perf_counter() - t0
+        print(f"{rel}: {times[str(rel)]:.0f} s")
+        stamps[str(rel)] = stamp
+        stamps_path.write_text(json.dumps(stamps, indent=1))
+        # The results digest moves when a notebook wrote new results: later notebooks see it, earlier
+        # ones are re-stamped on the next run (and then kept, since their inputs did not change).
+    for nb in NOTEBOOKS:  # restamp with the final results so an unchanged rerun skips everything
+        rel = nb.relative_to(ROOT / "notebooks")
+        if str(rel) in stamps and (not only or nb.stem in only):
+            p = params[args.profile].get(nb.stem, {}) or {}
+            stamps[str(rel)] = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib, results_digest(results)]).encode()).hexdigest()[:16]
+    stamps_path.write_text(json.dumps(stamps, indent=1))
+    (OUT / f"times-{args.profile}.json").write_text(json.dumps(times, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""trsp compare, zero-shot and the results cache on tiny models (seconds)."""
+import json
+
+import pytest
+
+from trsp_lib.compare import compare, resolve_methods, table
+from trsp_lib.trsp import TRSPConfig, step_budget
+
+
+@pytest.fixture()
+def results_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("TRSP_FRESH", raising=False)
+    return tmp_path / "results"
+
+
+def test_compare_rows_budget_tables_and_resume(tiny_model_dir, tmp_path, results_dir, capsys):
+    out = tmp_path / "cmp"
+    rows = compare(model=str(tiny_model_dir), ratios=[0.34], methods="trsp,shortgpt,reverse", out=out, profile="tiny",
+                   limit=0, criterion_samples=4, speed=False)
+    labels = [r["method"] for r in rows]
+    assert labels == ["dense", "trsp", "shortgpt", "reverse", "shortgpt+ft", "reverse+ft"]
+    cfg = TRSPConfig.from_dict({k: v for k, v in __import__("trsp_lib.profiles", fromlist=["x"]).get_profile("tiny").items()
+                                if not k.startswith("eval_")})
+    by = {r["method"]: r for r in rows}
+    assert all(r["n_removed"] == 2 and len(set(r["removed"])) == 2 for r in rows[1:])
+    assert by["reverse"]["removed"] == [4, 3]                       # the layers before the last of 6
+    assert by["shortgpt+ft"]["removed"] == by["shortgpt"]["removed"]  # same layers, then the control
+    assert by["shortgpt+ft"]["ft_steps"] == step_budget(cfg, 2) == len(by["trsp"]["trajectory"])
+    assert by["shortgpt+ft"]["ppl_wiki"] != by["shortgpt"]["ppl_wiki"]  # the fine-tune changed the model
+    csv = (out / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("method,") and len(csv) == 7
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["params"]["methods"] == ["trsp", "shortgpt", "reverse"] and saved["provenance"]["trsp_lib"]
+    assert list(table(rows).columns[:5]) == ["method", "ratio", "n_removed", "ppl_wiki", "ppl_news"]
+    capsys.readouterr()
+    again = compare(model=str(tiny_model_dir), ratios=[0.34], methods="trsp,shortgpt,reverse", out=out, profile="tiny",
+                    limit=0, criterion_samples=4, speed=False)
+    assert "computing" not in capsys.readouterr().out  # every row reused
+    assert [r["key"] for r in again] == [r["key"] for r in rows]
+    changed = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", out=out, profile="tiny", limit=0,
+                      criterion_samples=4, speed=False, finetune_baselines=False, overrides={"n_samples": 4})
+    printed = capsys.readouterr().out
+    assert "[dense] reusing" in printed and "[reverse-0.34] computing" in printed  # calibration changed: reverse reruns
+    assert changed[1]["removed"] == [4, 3]
+
+
+def test_compare_rejects_bad_input(tiny_model_dir, results_dir):
+    with pytest.raises(ValueError, match="unknown method"):
+        resolve_methods("trsp,shortgpt,magic")
+    with pytest.raises(ValueError, match=r"ratios must be in \(0, 1\)"):
+        compare(model=str(tiny_model_dir), ratios=[1.5], methods="reverse", profile="tiny", limit=0)
+    assert resolve_methods("all")[0] == "trsp" and "laco" in resolve_methods("all")
+
+
+def test_zero_shot_on_the_same_seeded_items(tiny_model_dir):
+    from trsp_lib.models import load_model
+    from trsp_lib.zeroshot import sample_indices, zero_shot
+    model, tok = load_model(str(tiny_model_dir))
+    r = zero_shot(model, tok, tasks=["piqa", "winogrande"], limit=3, seed=1, batch_size=4)
+    assert set(r["tasks"]) == {"piqa", "winogrande"} and all(t["n"] == 3 for t in r["tasks"].values())
+    assert "acc_norm" in r["tasks"]["piqa"] and "acc_norm" not in r["tasks"]["winogrande"]
+    assert r["average_metric"] == {"piqa": "acc_norm", "winogrande": "acc"}
+    assert r["average"] == pytest.approx((r["tasks"]["piqa"]["acc_norm"] + r["tasks"]["winogrande"]["acc"]) / 2)
+    assert sample_indices("piqa", 3, 1) == sample_indices("piqa", 3, 1) != sample_indices("piqa", 3, 2)
+    with pytest.raises(ValueError, match="unknown zero-shot task"):
+        zero_shot(model, tok, tasks=["mmlu"], limit=2)
+
+
+def test_missing_benchmark_data_says_how_to_make_it(tmp_path, monkeypatch):
+    from trsp_lib.data import DataError, data_dir
+    from trsp_lib.zeroshot import task_config
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "piqa.yaml").write_text((data_dir() / "tasks" / "piqa.yaml").read_text())
+    monkeypatch.setenv("TRSP_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="prepare.py benchmarks"):
+        task_config("piqa")
+
+
+def test_cached_reuses_and_fresh_recomputes(results_dir, monkeypatch):
+    from trsp_lib.results import cached
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert cached("demo", {"a": 1}, compute) == {"value": 1}
+    assert cached("demo", {"a": 1}, compute) == {"value": 1} and len(calls) == 1
+    assert cached("demo", {"a": 2}, compute) == {"value": 2}          # another parameter: computed
+    stored = json.loads(next((results_dir / "demo").glob("*.json")).read_text())
+    assert {"params", "key", "result", "provenance", "wall_s"} <= set(stored)
+    monkeypatch.setenv("TRSP_FRESH", "1")
+    assert cached("demo", {"a": 1}, compute) == {"value": 3}

@@ -1,0 +1,57 @@
+"""The notebooks' contract with papermill and the book (their execution is `make book-tiny`)."""
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+ALL = CHAPTERS + sorted((ROOT / "notebooks" / "assignments").glob("*.ipynb"))
+
+
+def _parameters(nb) -> str:
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged `parameters`"
+    return cells[0].source
+
+
+def test_eight_chapters_and_three_assignments():
+    assert [p.stem[:2] for p in CHAPTERS] == [f"0{i}" for i in range(1, 9)]
+    assert len(ALL) == 11
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_with_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+    params = _parameters(nb)
+    names = ("seed", "device") if "assignments" in path.parts else ("model", "ratio", "seed", "device", "profile")
+    for name in names:
+        assert any(line.split("=")[0].strip() in (name, name + "s") for line in params.splitlines() if "=" in line), \
+            f"{path.name}: parameter {name!r} missing"
+
+
+def test_notebooks_hold_no_training_loop():
+    """The algorithm lives in trsp_lib: no optimizer or backward pass in a chapter."""
+    for path in CHAPTERS:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert "optim." not in code and ".step()" not in code, path.name
+
+
+def test_book_profiles_only_set_parameters_the_notebooks_have():
+    params = yaml.safe_load((ROOT / "book" / "params.yaml").read_text())
+    cells = {p.stem: _parameters(nbformat.read(p, as_version=4)) for p in ALL}
+    for profile, per_nb in params.items():
+        for name, values in per_nb.items():
+            if name.startswith("_"):
+                continue
+            assert name in cells, f"{profile}: no notebook {name}"
+            declared = {line.split("=")[0].strip() for line in cells[name].splitlines() if "=" in line}
+            assert set(values or {}) <= declared, f"{profile}/{name}: unknown {set(values) - declared}"
+
+
+def test_toc_lists_every_notebook():
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    for path in ALL:
+        assert f"executed/{path.relative_to(ROOT / 'notebooks').with_suffix('')}" in toc
