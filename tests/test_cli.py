@@ -75,3 +75,26 @@ def test_speed_compares_dense_and_pruned(tiny_model_dir, tmp_path, capsys):
                  "--gen-batch", "2", "--new-tokens", "3", "--reps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "(6 layers)" in printed and "(4 layers)" in printed and "FLOP ideal" in printed
+
+
+def test_compare_prints_the_table_and_writes_csv(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path / "results"))
+    out = tmp_path / "cmp"
+    args = ["compare", "--model", str(tiny_model_dir), "--ratios", "0.34", "0.5", "--methods", "shortgpt,reverse",
+            "--no-finetune", "--limit", "0", "--no-speed", "--criterion-samples", "4", "--profile", "tiny",
+            "--save-models", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "shortgpt" in printed and "reverse" in printed and "results.csv" in printed
+    lines = (out / "results.csv").read_text().splitlines()
+    assert len(lines) == 1 + 1 + 2 * 2  # header, dense, two methods at two ratios
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "reverse-0.5" / "model")
+    assert reloaded.config.num_hidden_layers == 3
+
+
+def test_compare_bad_input_exits_2_with_one_line(tiny_model_dir, tmp_path, capsys):
+    assert main(["compare", "--model", str(tiny_model_dir), "--methods", "shortgpt,nope", "--out", str(tmp_path)]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["compare", "--model", str(tiny_model_dir), "--ratios", "0", "--methods", "reverse", "--limit", "0",
+                 "--profile", "tiny", "--out", str(tmp_path)]) == 2
+    assert "ratios must be in (0, 1)" in capsys.readouterr().err
