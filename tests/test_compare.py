@@ -36,7 +36,8 @@ def test_compare_rows_budget_tables_and_resume(tiny_model_dir, tmp_path, results
     capsys.readouterr()
     again = compare(model=str(tiny_model_dir), ratios=[0.34], methods="trsp,shortgpt,reverse", out=out, profile="tiny",
                     limit=0, criterion_samples=4, speed=False)
-    assert "computing" not in capsys.readouterr().out  # every row reused
+    printed = capsys.readouterr().out
+    assert "computing" not in printed and "loading" not in printed  # every row reused, the model never loaded
     assert [r["key"] for r in again] == [r["key"] for r in rows]
     changed = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", out=out, profile="tiny", limit=0,
                       criterion_samples=4, speed=False, finetune_baselines=False, overrides={"n_samples": 4})

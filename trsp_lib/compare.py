@@ -18,11 +18,10 @@ from typing import Any
 import torch
 
 from . import __version__
-from .adapters import get_layers
 from .criteria import CRITERIA, EDITS_WEIGHTS, random_layers
 from .data import calibration_batches, eval_tokens
 from .evaluation import perplexity
-from .models import load_model
+from .models import count_layers, load_model
 from .profiles import EVAL_KEYS, get_profile
 from .provenance import param_key, peak_rss_gb, provenance, write_json_atomic
 from .results import fresh, results_dir
@@ -117,10 +116,18 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
               "criterion_samples": criterion_samples, "speed": speed, "eval": evals}
 
     provenance()  # fixes the commit this run reports (see provenance.git_commit)
-    print(f"loading {model} ...")
-    dense, tok = load_model(model, device=base_cfg.device, dtype=dtype)
-    n_layers = len(get_layers(dense))
-    calib = calibration_batches(tok, base_cfg.n_samples, base_cfg.seq_len, source=base_cfg.calib, seed=base_cfg.seed)
+    n_layers = count_layers(model)
+    loaded: dict[str, Any] = {}
+
+    def need() -> tuple:
+        """The dense model, tokenizer and calibration ids, loaded only when a row must be computed."""
+        if not loaded:
+            print(f"loading {model} ...")
+            loaded["dense"], loaded["tok"] = load_model(model, device=base_cfg.device, dtype=dtype)
+            loaded["calib"] = calibration_batches(loaded["tok"], base_cfg.n_samples, base_cfg.seq_len,
+                                                  source=base_cfg.calib, seed=base_cfg.seed)
+        return loaded["dense"], loaded["tok"], loaded["calib"]
+
     rows: list[dict] = []
 
     def run_row(name: str, key_params: dict, compute, calib_free: bool = False) -> dict:
@@ -139,7 +146,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         return row
 
     rows.append(run_row("dense", {"method": "dense"}, lambda: {
-        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(dense, tok, base_cfg, evals, zs)}, calib_free=True))
+        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(*need()[:2], base_cfg, evals, zs)}, calib_free=True))
 
     for ratio in ratios:
         cfg = replace(base_cfg, ratio=ratio)
@@ -154,6 +161,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                           "ft_steps": budget if ft else 0}
 
             def compute(method=method, ft=ft, label=label):
+                dense, tok, calib = need()
                 pruned = copy.deepcopy(dense)
                 base_row = ratio_rows.get(method)
                 info = _prune_one(pruned, method, n, calib, cfg, criterion_samples,
@@ -176,7 +184,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             ratio_rows[label] = row
             rows.append(row)
         if speed:
-            sp = _speed_row(out, ratio, n, dense, ratio_rows, methods, shared, force)
+            sp = _speed_row(out, ratio, n, need, ratio_rows, methods, shared, force)
             for label, row in ratio_rows.items():
                 if not label.startswith("_"):
                     row.update({f"speedup_{k}": v for k, v in sp["speedup"].items()})
@@ -193,13 +201,14 @@ def default_out(model: str) -> Path:
     return results_dir() / f"compare-{Path(model).name if Path(model).is_dir() else model.replace('/', '--')}"
 
 
-def _speed_row(out: Path, ratio: float, n: int, dense, ratio_rows: dict, methods: list[str], shared: dict,
+def _speed_row(out: Path, ratio: float, n: int, need, ratio_rows: dict, methods: list[str], shared: dict,
                force: bool) -> dict:
     """Speed depends only on the shape, which is the same for every method at a ratio: measure once."""
     key = param_key({**shared, "speed": ratio, "n": n})
     path = out / "rows" / f"speed-{ratio}-{key}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
+    dense = need()[0]
     pruned = ratio_rows.get("_speed_model")
     if pruned is None:  # every row was reused: rebuild the shape (weights do not matter for time)
         pruned = copy.deepcopy(dense)

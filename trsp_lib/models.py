@@ -83,6 +83,21 @@ def load_model(name: str, device: str = "cpu", dtype: torch.dtype | str | None =
     return model.to(device).eval(), tok
 
 
+def count_layers(name: str) -> int:
+    """Number of decoder layers, read from the config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    offline_by_default()
+    path = builtin_checkpoint(name) if name in BUILTIN_MODELS else name
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        if Path(path).is_dir():
+            raise
+        raise ModelNotFound(_not_found_message(name, err)) from err
+    return config.get_text_config(decoder=True).num_hidden_layers
+
+
 def offline_by_default() -> None:
     """Never touch the network unless the user set HF_HUB_OFFLINE=0.
 
