@@ -42,7 +42,7 @@ def test_compare_rows_budget_tables_and_resume(tiny_model_dir, tmp_path, results
     changed = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", out=out, profile="tiny", limit=0,
                       criterion_samples=4, speed=False, finetune_baselines=False, overrides={"n_samples": 4})
     printed = capsys.readouterr().out
-    assert "[dense] reusing" in printed and "[reverse-0.34] computing" in printed  # calibration changed: reverse reruns
+    assert "[dense] cached" in printed and "[reverse-0.34] computing" in printed  # calibration changed: reverse reruns
     assert changed[1]["removed"] == [4, 3]
 
 

@@ -134,7 +134,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         key = param_key({**{k: v for k, v in shared.items() if not (calib_free and k == "calib")}, **key_params})
         path = out / "rows" / f"{name}-{key}.json"  # other parameters -> another file: both stay cached
         if path.exists() and not force:
-            print(f"[{name}] reusing {path}")
+            print(f"[{name}] cached: {path.relative_to(out)}")
             return json.loads(path.read_text())
         print(f"[{name}] computing ...")
         t0 = time.perf_counter()

@@ -10,10 +10,16 @@ measured with the same `seq_len` and the same tokenizer.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
+
+
+def _quiet() -> bool:
+    """TQDM_DISABLE=1 (set by the book build) silences bars even where `disable` is passed explicitly."""
+    return os.environ.get("TQDM_DISABLE", "") not in ("", "0")
 
 
 @torch.no_grad()
@@ -39,7 +45,7 @@ def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: i
     was_training = model.training
     model.eval()
     nll, count = 0.0, 0
-    for start in tqdm(range(0, n_windows, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+    for start in tqdm(range(0, n_windows, batch_size), desc=desc, unit="batch", disable=not progress or _quiet(), leave=False):
         x = windows[start:start + batch_size].to(device)
         logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
         target = x[:, 1:]

@@ -7,9 +7,12 @@ With a hub, `source="hub"` runs lm-eval's stock tasks under the same names inste
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import os
+import sys
 import random
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,6 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
 
     Returns {"tasks": {name: {"acc": .., "acc_norm": .., "n": ..}}, "average": .., "average_metric": {...}}.
     """
-    import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     if limit is not None and limit < 1:
@@ -89,6 +91,27 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     device = str(next(model.parameters()).device)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    quiet = os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    with _stderr_filtered(quiet):
+        out, names = _run(lm, tasks, limit, seed, source)
+    per_task = {}
+    for t in tasks:
+        r = out["results"][names[t]]
+        row = {m: float(r[f"{m},none"]) for m in ("acc", "acc_norm", "perplexity") if f"{m},none" in r}
+        row.update({f"{m}_stderr": float(r[f"{m}_stderr,none"]) for m in ("acc", "acc_norm")
+                    if isinstance(r.get(f"{m}_stderr,none"), (int, float))})
+        row["n"] = int(out["n-samples"][names[t]]["effective"])
+        per_task[t] = row
+    used = {t: AVERAGE_METRIC[t] if AVERAGE_METRIC[t] in per_task[t] else "acc" for t in tasks}
+    average = sum(per_task[t][used[t]] for t in tasks) / len(tasks)
+    return {"tasks": per_task, "average": average, "average_metric": used, "limit": limit, "seed": seed,
+            "source": source}
+
+
+def _run(lm, tasks, limit, seed, source):
+    """lm-eval on the offline task definitions (or the stock tasks with a hub); returns (output, task names)."""
+    import lm_eval
+
     if source == "offline":
         configs = [task_config(t) for t in tasks]
         if limit is not None:  # a small file of the sampled items: lm-eval then loads 50 rows, not 10,000
@@ -105,15 +128,20 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
                                       log_samples=False, random_seed=seed)
     else:
         raise ValueError(f"source must be 'offline' or 'hub', got {source!r}")
-    per_task = {}
-    for t in tasks:
-        r = out["results"][names[t]]
-        row = {m: float(r[f"{m},none"]) for m in ("acc", "acc_norm", "perplexity") if f"{m},none" in r}
-        row.update({f"{m}_stderr": float(r[f"{m}_stderr,none"]) for m in ("acc", "acc_norm")
-                    if isinstance(r.get(f"{m}_stderr,none"), (int, float))})
-        row["n"] = int(out["n-samples"][names[t]]["effective"])
-        per_task[t] = row
-    used = {t: AVERAGE_METRIC[t] if AVERAGE_METRIC[t] in per_task[t] else "acc" for t in tasks}
-    average = sum(per_task[t][used[t]] for t in tasks) / len(tasks)
-    return {"tasks": per_task, "average": average, "average_metric": used, "limit": limit, "seed": seed,
-            "source": source}
+    return out, names
+
+
+@contextlib.contextmanager
+def _stderr_filtered(quiet: bool):
+    """lm-eval's progress bars ignore TQDM_DISABLE: swallow stderr, but pass on any warning line."""
+    if not quiet:
+        yield
+        return
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        for line in buf.getvalue().replace("\r", "\n").splitlines():
+            if "warn" in line.lower() or "error" in line.lower():
+                print(line, file=sys.stderr)
