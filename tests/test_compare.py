@@ -93,3 +93,31 @@ def test_cached_reuses_and_fresh_recomputes(results_dir, monkeypatch):
     assert {"params", "key", "result", "provenance", "wall_s"} <= set(stored)
     monkeypatch.setenv("TRSP_FRESH", "1")
     assert cached("demo", {"a": 1}, compute) == {"value": 3}
+
+
+def test_stale_benchmark_export_is_refused_and_format_matches(tmp_path, monkeypatch):
+    import importlib.util
+
+    from trsp_lib.data import DataError, data_dir
+    from trsp_lib.zeroshot import TASKS_VERSION, task_config
+    spec = importlib.util.spec_from_file_location("benchmarks", data_dir() / "benchmarks.py")
+    exporter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exporter)
+    assert exporter.FORMAT == TASKS_VERSION
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "tasks" / "piqa.yaml").write_text((data_dir() / "tasks" / "piqa.yaml").read_text())
+    (tmp_path / "benchmarks" / "piqa.jsonl").write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    (tmp_path / "benchmarks" / "FORMAT").write_text("1\n")
+    monkeypatch.setenv("TRSP_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="older data/benchmarks.py"):
+        task_config("piqa")
+
+
+def test_winogrande_is_scored_like_lm_eval():
+    """Partial scoring: the option ends the context, the rest follows after lm-eval's one-space delimiter."""
+    from trsp_lib.zeroshot import task_config
+    cfg = task_config("winogrande")
+    assert cfg.get("target_delimiter", " ") == " "
+    first = json.loads(open(cfg["dataset_kwargs"]["data_files"]["test"]).readline())
+    assert not first["continuation"].startswith(" ") and not first["contexts"][0].endswith(" ")

@@ -28,7 +28,7 @@ from .results import fresh, results_dir
 from .removal import remove_layers, save_model
 from .speed import compare_speed
 from .trsp import TRSPConfig, finetune, prune, step_budget
-from .zeroshot import DEFAULT_TASKS, zero_shot
+from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot
 
 ALL_METHODS = ("trsp",) + tuple(CRITERIA)
 DOMAINS = ("wiki", "news")
@@ -109,7 +109,8 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     out = Path(out) if out is not None else default_out(model)
     force = force or fresh()
     zs = None if limit == 0 else {"tasks": tuple(tasks), "limit": limit, "seed": zs_seed, "batch_size": zs_batch_size}
-    shared = {"model": model, "version": __version__, "eval": evals, "zero_shot": zs and {k: v for k, v in zs.items() if k != "batch_size"},
+    zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
+    shared = {"model": model, "version": __version__, "eval": evals, "zero_shot": zs_key,
               "calib": [base_cfg.calib, base_cfg.n_samples, base_cfg.seq_len, base_cfg.seed]}
     params = {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile, "overrides": overrides or {},
               "finetune_baselines": finetune_baselines, "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,

@@ -33,6 +33,10 @@ AVERAGE_METRIC = {"piqa": "acc_norm", "hellaswag": "acc_norm", "arc_easy": "acc_
 STOCK_NAMES = {"lambada": "lambada_openai"}
 
 
+#: Bumped whenever the exported benchmark files or task definitions change: part of every cache key.
+TASKS_VERSION = 2  # 2: WinoGrande continuation without its leading space (version 1 scored "  rest")
+
+
 def task_config(name: str) -> dict[str, Any]:
     """The offline task definition for `name`, with its data file made absolute."""
     if name not in ALL_TASKS:
@@ -42,6 +46,10 @@ def task_config(name: str) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"benchmark data {path} is missing: run `.venv/bin/python data/prepare.py benchmarks` "
                         f"(or `make setup`) from the repository root")
+    fmt = path.parent / "FORMAT"
+    if not fmt.exists() or fmt.read_text().strip() != str(TASKS_VERSION):
+        raise DataError(f"{path.parent} was exported by an older data/benchmarks.py; rerun "
+                        f"`.venv/bin/python data/prepare.py benchmarks` from the repository root")
     cfg["dataset_kwargs"]["data_files"]["test"] = str(path)
     return cfg
 
@@ -58,7 +66,7 @@ def sample_indices(name: str, limit: int | None, seed: int) -> list[int] | None:
 def subset_file(name: str, limit: int, seed: int) -> Path:
     """The seeded subsample as its own JSONL (cached next to the full file; same items for every model)."""
     full = Path(task_config(name)["dataset_kwargs"]["data_files"]["test"])
-    path = full.parent / "subsets" / f"{name}-{limit}-{seed}.jsonl"
+    path = full.parent / "subsets" / f"{name}-{limit}-{seed}-v{TASKS_VERSION}.jsonl"
     if not path.exists():
         lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
         keep = sample_indices(name, limit, seed)
