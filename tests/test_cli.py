@@ -90,6 +90,11 @@ def test_compare_prints_the_table_and_writes_csv(tiny_model_dir, tmp_path, capsy
     assert len(lines) == 1 + 1 + 2 * 2  # header, dense, two methods at two ratios
     reloaded = AutoModelForCausalLM.from_pretrained(out / "reverse-0.5" / "model")
     assert reloaded.config.num_hidden_layers == 3
+    # --cached-only tabulates what exists and computes nothing (a third method is simply absent)
+    assert main([*args[:7], "shortgpt,reverse,random", *args[8:], "--cached-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "[random-0.34] not computed yet" in printed and "computing" not in printed
+    assert len((out / "results.csv").read_text().splitlines()) == 6
 
 
 def test_compare_bad_input_exits_2_with_one_line(tiny_model_dir, tmp_path, capsys):

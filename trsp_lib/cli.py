@@ -239,6 +239,7 @@ def cmd_compare(args) -> int:
                    finetune_baselines=args.finetune, limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
+                   cached_only=args.cached_only,
                    **({"tasks": tasks} if tasks else {}))
     import pandas as pd
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3g}".format):
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
     c.add_argument("--save-models", action="store_true", help="also write OUT/<method>-<ratio>/model/")
     c.add_argument("--force", action="store_true", help="recompute rows even when OUT/rows/ holds them")
+    c.add_argument("--cached-only", action="store_true", help="compute nothing: tabulate the rows already in OUT/rows/")
     c.add_argument("--dtype", default=None)
     _add_config_flags(c)
     c.set_defaults(func=cmd_compare)

@@ -89,7 +89,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             finetune_baselines: bool = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
-            overrides: dict | None = None) -> list[dict]:
+            overrides: dict | None = None, cached_only: bool = False) -> list[dict]:
     """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}
     when `out` is given; without it, rows are cached under the results directory, see `default_out`).
 
@@ -97,6 +97,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     the fine-tune budget and the evaluation windows shared by every method. `limit` items per
     zero-shot task (seeded, the same items for every row; None = full sets, hours on a CPU).
     `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
+    `cached_only` computes nothing: the table of the rows that exist (e.g. while a long run is going).
     """
     methods = resolve_methods(methods)
     prof = get_profile(profile)
@@ -137,6 +138,9 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         if path.exists() and not force:
             print(f"[{name}] cached: {path.relative_to(out)}")
             return json.loads(path.read_text())
+        if cached_only:
+            print(f"[{name}] not computed yet (skipped)")
+            return None
         print(f"[{name}] computing ...")
         t0 = time.perf_counter()
         row = {"method": key_params["method"], "ratio": key_params.get("ratio", 0.0), "model": model,
@@ -146,8 +150,10 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         write_json_atomic(path, row)
         return row
 
-    rows.append(run_row("dense", {"method": "dense"}, lambda: {
-        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(*need()[:2], base_cfg, evals, zs)}, calib_free=True))
+    dense_row = run_row("dense", {"method": "dense"}, lambda: {
+        "n_removed": 0, "removed": [], "prune_s": 0.0, **_evaluate(*need()[:2], base_cfg, evals, zs)}, calib_free=True)
+    if dense_row is not None:
+        rows.append(dense_row)
 
     for ratio in ratios:
         cfg = replace(base_cfg, ratio=ratio)
@@ -182,15 +188,20 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                 return row
 
             row = run_row(f"{label}-{ratio}", key_params, compute)
+            if row is None:
+                continue
             ratio_rows[label] = row
             rows.append(row)
-        if speed:
+        if speed and cached_only:
+            sp = _speed_row(out, ratio, n, None, ratio_rows, methods, shared, force=False)
+        elif speed:
             sp = _speed_row(out, ratio, n, need, ratio_rows, methods, shared, force)
+        if speed and sp is not None:
             for label, row in ratio_rows.items():
                 if not label.startswith("_"):
                     row.update({f"speedup_{k}": v for k, v in sp["speedup"].items()})
                     row.update({f"ideal_{k}": v for k, v in sp["ideal"].items()})
-    if speed:
+    if speed and rows and rows[0]["method"] == "dense":
         rows[0].update({"speedup_prefill": 1.0, "speedup_generate": 1.0, "ideal_prefill": 1.0, "ideal_generate": 1.0})
     if write_tables:
         write_results(out, rows, params)
@@ -209,6 +220,8 @@ def _speed_row(out: Path, ratio: float, n: int, need, ratio_rows: dict, methods:
     path = out / "rows" / f"speed-{ratio}-{key}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
+    if need is None:  # cached_only
+        return None
     dense = need()[0]
     pruned = ratio_rows.get("_speed_model")
     if pruned is None:  # every row was reused: rebuild the shape (weights do not matter for time)
