@@ -55,3 +55,29 @@ def test_toc_lists_every_notebook():
     toc = (ROOT / "book" / "_toc.yml").read_text()
     for path in ALL:
         assert f"executed/{path.relative_to(ROOT / 'notebooks').with_suffix('')}" in toc
+
+
+def _runner():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "book" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runner_treats_warnings_on_stderr_as_errors(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something odd\n"),
+                           nbformat.v4.new_output("stream", name="stdout", text="a warning in stdout is fine\n")]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    found = _runner().warnings_in(path)
+    assert len(found) == 1 and "n.ipynb cell 0: UserWarning" in found[0]
+
+
+def test_runner_stamp_changes_with_results(tmp_path):
+    runner = _runner()
+    empty = runner.results_digest(tmp_path)
+    (tmp_path / "kind").mkdir()
+    (tmp_path / "kind" / "a.json").write_text("{}")
+    assert runner.results_digest(tmp_path) != empty
