@@ -143,8 +143,7 @@ def _png(path: Path):
 @pytest.fixture(scope="module")
 def mini_book(tmp_path_factory):
     """A built mini Jupyter Book: intro, a page with a matplotlib figure, a page with broken images."""
-    if not JUPYTER_BOOK.exists():
-        pytest.skip("jupyter-book is not installed in this environment")
+    assert JUPYTER_BOOK.exists(), "jupyter-book is pinned in requirements.txt: run `make setup`"
     src = tmp_path_factory.mktemp("minibook")
     (src / "_config.yml").write_text(
         "title: Mini book\nauthor: test\nexecute:\n  execute_notebooks: 'off'\nonly_build_toc_files: true\n")
