@@ -121,3 +121,23 @@ def test_winogrande_is_scored_like_lm_eval():
     assert cfg.get("target_delimiter", " ") == " "
     first = json.loads(open(cfg["dataset_kwargs"]["data_files"]["test"]).readline())
     assert not first["continuation"].startswith(" ") and not first["contexts"][0].endswith(" ")
+
+
+def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, monkeypatch, capsys):
+    """Two selection-only methods that remove the same layers give the same model: scored once."""
+    import trsp_lib.compare as cmp
+    from trsp_lib.criteria import reverse
+
+    monkeypatch.setitem(cmp.CRITERIA, "angular", reverse)  # a stand-in that must agree with reverse
+    rows = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse,angular,shortgpt", profile="tiny",
+                   limit=0, criterion_samples=4, speed=False)
+    by = {r["method"]: r for r in rows}
+    assert "removes the same layers as reverse: reusing" in capsys.readouterr().out
+    assert by["angular"]["same_as"] == "reverse" and by["angular+ft"]["same_as"] == "reverse+ft"
+    assert by["angular"]["ppl_wiki"] == by["reverse"]["ppl_wiki"]
+    assert by["angular+ft"]["ppl_news"] == by["reverse+ft"]["ppl_news"] != by["angular"]["ppl_news"]
+    assert by["angular+ft"]["ft_s"] == by["reverse+ft"]["ft_s"] > 0
+    if sorted(by["shortgpt"]["removed"]) != [3, 4]:
+        assert "same_as" not in by["shortgpt"] and "same_as" not in by["shortgpt+ft"]
+    assert cmp._twin({"trsp": by["reverse"]}, "reverse", by["reverse"]["removed"], False) is None  # TRSP trained
+    assert cmp._twin({"reverse": by["reverse"]}, "laco", by["reverse"]["removed"], False) is None  # LaCo edits weights

@@ -84,6 +84,20 @@ def _prune_one(model, method: str, n: int, calib: torch.Tensor, cfg: TRSPConfig,
     return {"removed": [int(i) for i in layers], "prune_s": time.perf_counter() - t0, **extra}
 
 
+def _twin(ratio_rows: dict[str, dict], method: str, removed: list[int], ft: bool) -> dict | None:
+    """An earlier row at this ratio whose model is necessarily identical: a selection-only method
+    (no training, no weight edits) that removed the same set of layers, with the same +ft or not.
+    SLEB and Taylor+ often agree; re-scoring and re-fine-tuning them would only repeat the work."""
+    if method == "trsp" or method in EDITS_WEIGHTS:
+        return None
+    for label, row in ratio_rows.items():
+        m = label.removesuffix("+ft")
+        if (not label.startswith("_") and m != "trsp" and m not in EDITS_WEIGHTS and label.endswith("+ft") == ft
+                and sorted(row["removed"]) == sorted(removed)):
+            return row
+    return None
+
+
 def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float] = (0.25,),
             methods: str | list[str] = "all", out: str | Path | None = None, profile: str = "default",
             finetune_baselines: bool = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
@@ -173,6 +187,14 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                 base_row = ratio_rows.get(method)
                 info = _prune_one(pruned, method, n, calib, cfg, criterion_samples,
                                   base_row["removed"] if base_row else None)
+                twin = _twin(ratio_rows, method, info["removed"], ft)
+                if twin is not None:  # same layers, same (or no) training: the same model, so the same scores
+                    print(f"[{label}-{ratio}] removes the same layers as {twin['method']}: reusing its scores")
+                    if ft:
+                        info["ft_s"] = twin["ft_s"]
+                        info["prune_s"] += twin["ft_s"]
+                    return {"n_removed": n, **info, "ft_steps": twin["ft_steps"], "ft_tokens": twin["ft_tokens"],
+                            "same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
                 if ft:
                     t0 = time.perf_counter()
                     finetune(pruned, calib, budget, cfg)
