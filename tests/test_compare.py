@@ -141,3 +141,14 @@ def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, 
         assert "same_as" not in by["shortgpt"] and "same_as" not in by["shortgpt+ft"]
     assert cmp._twin({"trsp": by["reverse"]}, "reverse", by["reverse"]["removed"], False) is None  # TRSP trained
     assert cmp._twin({"reverse": by["reverse"]}, "laco", by["reverse"]["removed"], False) is None  # LaCo edits weights
+
+
+def test_zero_shot_stderr_is_binomial_over_the_average():
+    from trsp_lib.compare import zs_stderr
+
+    one = {"zs_average_metric": {"piqa": "acc_norm"}, "zs_n": {"piqa": 100}, "zs_piqa_acc_norm": 0.5, "zs_piqa_acc": 0.9}
+    assert abs(zs_stderr(one) - 0.05) < 1e-12                 # sqrt(0.5 * 0.5 / 100), the metric the average uses
+    two = {**one, "zs_average_metric": {"piqa": "acc_norm", "boolq": "acc"}, "zs_n": {"piqa": 100, "boolq": 100},
+           "zs_boolq_acc": 0.5}
+    assert abs(zs_stderr(two) - (2 * 0.0025) ** 0.5 / 2) < 1e-12
+    assert zs_stderr({"ppl_wiki": 3.0}) != zs_stderr({"ppl_wiki": 3.0})  # NaN without zero-shot results

@@ -178,3 +178,45 @@ def test_wikitext2_needs_opt_in(monkeypatch, tok, offline):
         load_text("wikitext2")
     with pytest.raises(DataError, match="HF_HUB_OFFLINE=0"):
         calibration_batches(tok, 2, 8, source="wikitext2-train")
+
+
+def _bos_tokenizer():
+    """The tiny character tokenizer, made to start every sequence with <s> like Gemma's and Llama's."""
+    from tokenizers import processors
+
+    from trsp_lib.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return tok
+
+
+def test_windows_start_like_the_tokenizer_starts_a_sequence(tmp_path):
+    from trsp_lib.evaluation import perplexity
+    from trsp_lib.models import tiny_tokenizer
+
+    plain, bos = tiny_tokenizer(), _bos_tokenizer()
+    assert data.bos_prefix(plain) == [] and data.bos_prefix(bos) == [1]
+    f = tmp_path / "t.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    a = calibration_batches(plain, 6, 16, source=str(f), seed=3)
+    b = calibration_batches(bos, 6, 16, source=str(f), seed=3)
+    assert a.shape == b.shape == (6, 16) and (a != 1).all()   # without BOS: unchanged windows of text
+    assert (b[:, 0] == 1).all() and (b[:, 1:] != 1).all()     # with BOS: BOS + 15 text tokens
+
+    seen = []
+
+    class Recorder(torch.nn.Module):  # uniform logits: perplexity = vocabulary size whatever the input
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, use_cache=False):
+            seen.append(input_ids)
+            return type("Out", (), {"logits": torch.zeros(*input_ids.shape, 128) + self.w})()
+
+    ids = eval_tokens(bos, str(f), 64)
+    assert abs(perplexity(Recorder(), bos, ids, seq_len=16, batch_size=8) - 128) < 1e-3
+    windows = torch.cat(seen)
+    assert windows.shape == (64 // 15, 16) and (windows[:, 0] == 1).all()
+    assert torch.equal(windows[:, 1:].reshape(-1), ids[: 4 * 15])  # the stream, 15 tokens per window, in order

@@ -19,9 +19,9 @@ import torch
 
 from . import __version__
 from .criteria import CRITERIA, EDITS_WEIGHTS, random_layers
-from .data import calibration_batches, eval_tokens
+from .data import bos_prefix, calibration_batches, eval_tokens
 from .evaluation import perplexity
-from .models import count_layers, load_model
+from .models import count_layers, load_model, load_tokenizer
 from .profiles import EVAL_KEYS, get_profile
 from .provenance import param_key, peak_rss_gb, provenance, write_json_atomic
 from .results import fresh, results_dir
@@ -127,6 +127,8 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
     shared = {"model": model, "version": __version__, "eval": evals, "zero_shot": zs_key,
               "calib": [base_cfg.calib, base_cfg.n_samples, base_cfg.seq_len, base_cfg.seed]}
+    if bos_prefix(load_tokenizer(model)):
+        shared["windows"] = "bos"  # every window starts with BOS (data.bos_prefix); absent keeps older keys valid
     params = {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile, "overrides": overrides or {},
               "finetune_baselines": finetune_baselines, "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
               "criterion_samples": criterion_samples, "speed": speed, "eval": evals}
@@ -193,17 +195,19 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                     if ft:
                         info["ft_s"] = twin["ft_s"]
                         info["prune_s"] += twin["ft_s"]
-                    return {"n_removed": n, **info, "ft_steps": twin["ft_steps"], "ft_tokens": twin["ft_tokens"],
-                            "same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
-                if ft:
+                    scores = {"same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
+                elif ft:
                     t0 = time.perf_counter()
                     finetune(pruned, calib, budget, cfg)
                     info["ft_s"] = time.perf_counter() - t0
                     info["prune_s"] += info["ft_s"] + (base_row["prune_s"] if base_row and method not in EDITS_WEIGHTS else 0.0)
+                if twin is None:
+                    scores = _evaluate(pruned, tok, cfg, evals, zs)
                 row = {"n_removed": n, **info, "ft_steps": budget if ft else 0,
-                       "ft_tokens": budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len if ft else 0,
-                       **_evaluate(pruned, tok, cfg, evals, zs)}
+                       "ft_tokens": budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len if ft else 0, **scores}
                 if save_models:
+                    if twin is not None and ft:  # the twin's weights were trained: train this copy too
+                        finetune(pruned, calib, budget, cfg)
                     save_model(pruned, tok, out / f"{label}-{ratio}" / "model")
                 if speed and "_speed_model" not in ratio_rows:
                     ratio_rows["_speed_model"] = pruned  # every method at this ratio has the same shape
@@ -268,12 +272,26 @@ def write_results(out: Path, rows: list[dict], params: dict) -> None:
     tmp.replace(out / "results.csv")
 
 
+def zs_stderr(row: dict) -> float:
+    """Standard error of a row's zero-shot average from its item counts (binomial, tasks independent).
+
+    With 50 items per task and 5 tasks it is about 0.03: two averages closer than ~2 standard errors
+    of their difference (about 0.06 there) are a tie, whatever the table's third decimal says."""
+    metric, counts = row.get("zs_average_metric"), row.get("zs_n")
+    if not metric or not counts:
+        return float("nan")
+    var = sum(p * (1 - p) / counts[t] for t, m in metric.items() for p in [row[f"zs_{t}_{m}"]])
+    return var ** 0.5 / len(metric)
+
+
 def table(rows: list[dict]):
     """The headline columns as a DataFrame (what `trsp compare` prints and the book renders)."""
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    cols = ["method", "ratio", "n_removed", "ppl_wiki", "ppl_news", "zs_avg"]
-    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_average_metric", "zs_n")]
+    if "zs_avg" in df.columns:
+        df["zs_se"] = [zs_stderr(r) for r in rows]
+    cols = ["method", "ratio", "n_removed", "ppl_wiki", "ppl_news", "zs_avg", "zs_se"]
+    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_se", "zs_average_metric", "zs_n")]
     cols += [c for c in ("speedup_prefill", "ideal_prefill", "speedup_generate", "ideal_generate", "prune_s") if c in df.columns]
     return df[[c for c in cols if c in df.columns]]

@@ -194,13 +194,27 @@ def clear_cache() -> None:
     _TOKEN_CACHE.clear()
 
 
+def bos_prefix(tokenizer: Any) -> list[int]:
+    """[BOS] if the tokenizer starts every sequence with it (Gemma, Llama), else [] (SmolLM2, GPT-2).
+
+    Calibration and evaluation windows are cut from one token stream, but each window is a separate
+    sequence to the model, so it starts the way the tokenizer starts one. It matters: Gemma-3-270m's
+    perplexity on our 512-token wiki windows is 64 without its <bos> and 26.5 with it.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    first = tokenizer("a")["input_ids"][:1]
+    return [int(bos)] if first == [bos] else []
+
+
 def calibration_batches(tokenizer: Any, n_samples: int, seq_len: int, source: str = "wiki",
                         seed: int = 0) -> torch.LongTensor:
     """``n_samples`` random windows of ``seq_len`` tokens from a calibration text, shape [n, seq_len].
 
     The whole text is tokenized once (no special tokens) and windows start at uniformly drawn
     offsets, as in SparseGPT/ShortGPT-style calibration; a ``torch.Generator`` seeded with ``seed``
-    makes the batches reproducible. ``source``: ``CALIB`` names (disjoint from the test splits),
+    makes the batches reproducible. Each window starts with ``bos_prefix(tokenizer)``. ``source``: ``CALIB`` names (disjoint from the test splits),
     ``"wikitext2-train"``, or a text file path.
     """
     if int(n_samples) < 1 or int(seq_len) < 1:
@@ -210,12 +224,17 @@ def calibration_batches(tokenizer: Any, n_samples: int, seq_len: int, source: st
         warnings.warn("calibrating on the WikiText-2 *test* split; use 'wikitext2-train' to avoid test leakage",
                       stacklevel=2)
     ids = _tokens(tokenizer, source, CALIB)
-    if ids.numel() < seq_len + 1:
+    prefix = bos_prefix(tokenizer)
+    body = seq_len - len(prefix)
+    if body < 1:
+        raise DataError(f"seq_len={seq_len} leaves no room for text after the BOS token")
+    if ids.numel() < body + 1:
         raise DataError(f"calibration text {source!r} has only {ids.numel()} tokens with this tokenizer; "
-                        f"seq_len={seq_len} needs at least {seq_len + 1}")
+                        f"seq_len={seq_len} needs at least {body + 1}")
     gen = torch.Generator().manual_seed(int(seed))
-    starts = torch.randint(0, ids.numel() - seq_len, (n_samples,), generator=gen)
-    return ids[starts[:, None] + torch.arange(seq_len)]
+    starts = torch.randint(0, ids.numel() - body, (n_samples,), generator=gen)
+    windows = ids[starts[:, None] + torch.arange(body)]
+    return torch.cat([torch.tensor(prefix, dtype=windows.dtype).expand(n_samples, -1), windows], dim=1)
 
 
 def eval_tokens(tokenizer: Any, name_or_path: str, max_tokens: int | None = None) -> torch.LongTensor:

@@ -5,7 +5,9 @@ text once (documents joined by blank lines, no special tokens), cut it into non-
 windows of `seq_len` tokens, drop the last partial window, score every next-token prediction
 inside each window, and report exp(mean negative log-likelihood) over all scored tokens.
 Each window starts without context, so perplexity falls as `seq_len` grows: only compare numbers
-measured with the same `seq_len` and the same tokenizer.
+measured with the same `seq_len` and the same tokenizer. A window starts the way the tokenizer
+starts a sequence: with BOS for tokenizers that add one (Gemma, Llama; `data.bos_prefix`), then
+`seq_len - 1` text tokens, all of them scored.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import os
 import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
+
+from .data import bos_prefix
 
 
 def _quiet() -> bool:
@@ -37,10 +41,13 @@ def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: i
         tokens = tokens[:max_tokens]
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
-    n_windows = tokens.numel() // seq_len
+    prefix = bos_prefix(tokenizer)
+    body = seq_len - len(prefix)
+    n_windows = tokens.numel() // body if body > 0 else 0
     if n_windows < 1:
         raise ValueError(f"text has {tokens.numel()} tokens, fewer than one window of seq_len={seq_len}")
-    windows = tokens[: n_windows * seq_len].view(n_windows, seq_len)
+    windows = tokens[: n_windows * body].view(n_windows, body)
+    windows = torch.cat([torch.tensor(prefix, dtype=windows.dtype).expand(n_windows, -1), windows], dim=1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

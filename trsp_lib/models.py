@@ -63,7 +63,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype | str | None = None):
     """(model, tokenizer): a built-in name, a local directory or a hub name; eval mode, on `device`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     offline_by_default()
     torch_dtype = resolve_dtype(dtype, device)
@@ -74,13 +74,22 @@ def load_model(name: str, device: str = "cpu", dtype: torch.dtype | str | None =
         if Path(path).is_dir():
             raise  # a real directory that fails to load: the original error is the useful one
         raise ModelNotFound(_not_found_message(name, err)) from err
+    tok = load_tokenizer(name)
+    get_adapter(model)  # an unsupported architecture fails here, not halfway through a run
+    return model.to(device).eval(), tok
+
+
+def load_tokenizer(name: str):
+    """The tokenizer alone (cheap): what the data windows and the result keys depend on."""
+    from transformers import AutoTokenizer
+
+    offline_by_default()
+    path = builtin_checkpoint(name) if name in BUILTIN_MODELS else name
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ModelNotFound(f"{name!r} holds a model but no tokenizer it can load; save one next to it "
                             f"(tokenizer.save_pretrained) ({type(err).__name__}: {err})") from err
-    get_adapter(model)  # an unsupported architecture fails here, not halfway through a run
-    return model.to(device).eval(), tok
 
 
 def count_layers(name: str) -> int:
