@@ -31,6 +31,20 @@ def test_prune_writes_result_and_a_stock_checkpoint(tiny_model_dir, tmp_path, ca
     assert "reusing it" in capsys.readouterr().out
 
 
+def test_prune_baselines_use_the_comparison_selection(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["prune", "--model", str(tiny_model_dir), "--ratio", "0.34", "--out", str(out), "--profile", "tiny",
+            "--baselines", "--finetune-baselines"]
+    assert main(argv) == 0
+    record = json.loads((out / "result.json").read_text())
+    layers = record["baseline_layers"]
+    assert layers["same layers, untrained"] == record["removed"]
+    assert layers["last 2 before final, untrained"] == [4, 3]
+    assert layers["shortgpt + equal-budget ft"] == layers["shortgpt, untrained"] and len(set(layers["shortgpt, untrained"])) == 2
+    ppl = record["perplexity"]
+    assert set(ppl) == {"dense", "trsp", *layers} and ppl["shortgpt + equal-budget ft"] != ppl["shortgpt, untrained"]
+
+
 def test_eval_scores_a_text_file_with_and_without_layers(tiny_model_dir, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40)

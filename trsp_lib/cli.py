@@ -66,6 +66,7 @@ def _ppl_all(model, tok, texts: dict[str, str], evals: dict, label: str) -> dict
 def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals: dict) -> dict[str, float]:
     """Dense perplexities of a built-in model are cached on disk: every run would recompute them."""
     from . import __version__
+    from .data import window_key
     from .models import BUILTIN_MODELS, cache_dir
     from .provenance import write_json_atomic
 
@@ -74,7 +75,7 @@ def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals: dict) -> dic
     path = cache_dir() / "dense_perplexity.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     scored = {k: v for k, v in evals.items() if k != "eval_batch_size"}  # batching does not change the result
-    key = _key({"model": name, "texts": texts, "eval": scored, "version": __version__})
+    key = _key({"model": name, "texts": texts, "eval": scored, "version": __version__, **window_key(tok)})
     if key not in cache:
         cache[key] = _ppl_all(model, tok, texts, evals, "dense")
         write_json_atomic(path, cache)
@@ -90,17 +91,17 @@ def cmd_prune(args) -> int:
     import torch
 
     from . import __version__
-    from .data import calibration_batches
-    from .models import load_model
+    from .data import calibration_batches, window_key
+    from .models import load_model, load_tokenizer
     from .provenance import peak_rss_gb, provenance, write_json_atomic
-    from .removal import remove_layers, save_model
+    from .removal import save_model
     from .trsp import prune
 
     cfg, evals = _config(args)
     out = Path(args.out)
     texts = _texts(args)
     key = _key({"model": args.model, "version": __version__, "config": asdict(cfg), "eval": evals, "texts": texts, "baselines": args.baselines,
-                "ft": args.finetune_baselines})
+                "ft": args.finetune_baselines, **window_key(load_tokenizer(args.model))})
     result_path = out / "result.json"
     if result_path.exists() and not args.force:
         old = json.loads(result_path.read_text())
@@ -142,30 +143,29 @@ def cmd_prune(args) -> int:
 def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]:
     """The same number of layers removed with no training: TRSP's own set, the last n before the
     final layer, and ShortGPT's choice; with --finetune-baselines also ShortGPT's choice followed by
-    plain fine-tuning with TRSP's budget (same optimizer steps, batches and tokens)."""
-    from .criteria import reverse, shortgpt
+    plain fine-tuning with TRSP's budget (same optimizer steps, batches and tokens). Same selection
+    and removal code as `trsp compare`, which runs every method."""
+    from .compare import select_and_remove
     from .models import load_model
-    from .removal import remove_layers
-    from .trsp import finetune
+    from .trsp import finetune, step_budget
 
     n = len(result.removed)
-    out = {}
-    base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
-    choices = {"same layers, untrained": result.removed, f"last {n} before final, untrained": reverse(base, None, n),
-               "shortgpt, untrained": shortgpt(base, calib[:16], n)}
-    runs = list(choices.items())
+    runs = [("same layers, untrained", "given", result.removed, False),
+            (f"last {n} before final, untrained", "reverse", None, False),
+            ("shortgpt, untrained", "shortgpt", None, False)]
     if args.finetune_baselines:
-        runs.append(("shortgpt + equal-budget ft", choices["shortgpt, untrained"]))
-    for label, layers in runs:
-        if base is None:  # each baseline prunes its own fresh copy; the first reuses the one loaded above
-            base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
-        remove_layers(base, layers)
-        if label.endswith("ft"):
-            finetune(base, calib, len(result.trajectory), cfg)
-        print(f"{label}: removes {sorted(layers)}")
+        runs.append(("shortgpt + equal-budget ft", "shortgpt", None, True))
+    out, chosen = {}, {}
+    for label, method, layers, ft in runs:  # each prunes its own fresh copy of the dense model
+        base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
+        info = select_and_remove(base, method, n, calib, cfg, 16, layers or chosen.get(method))
+        chosen[label] = chosen.setdefault(method, info["removed"])
+        if ft:
+            finetune(base, calib, step_budget(cfg, n), cfg)
+        print(f"{label}: removes {sorted(info['removed'])}")
         out[label] = _ppl_all(base, tok, texts, evals, label)
-        base = None
-    return out, {label: layers for label, layers in runs}
+        del base
+    return out, {label: chosen[label] for label, *_ in runs}
 
 
 def _num(v: float) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .criteria import CRITERIA, EDITS_WEIGHTS, random_layers
-from .data import bos_prefix, calibration_batches, eval_tokens
+from .data import calibration_batches, eval_tokens, window_key
 from .evaluation import perplexity
 from .models import count_layers, load_model, load_tokenizer
 from .profiles import EVAL_KEYS, get_profile
@@ -64,9 +64,12 @@ def _evaluate(model, tok, cfg: TRSPConfig, evals: dict, zs: dict | None) -> dict
     return row
 
 
-def _prune_one(model, method: str, n: int, calib: torch.Tensor, cfg: TRSPConfig, criterion_samples: int,
-               layers: list[int] | None) -> dict[str, Any]:
-    """Select (or reuse) the layers, edit and delete; returns what the row records about the pruning."""
+def select_and_remove(model, method: str, n: int, calib: torch.Tensor, cfg: TRSPConfig, criterion_samples: int,
+                      layers: list[int] | None) -> dict[str, Any]:
+    """Select (or reuse `layers`), edit and delete in place; returns what a row records about the pruning.
+
+    `method`: "trsp", a `CRITERIA` name, or any label when `layers` is given. The one selection path
+    of the study: `compare` and `trsp prune --baselines` both go through it."""
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     if method == "trsp":
@@ -127,8 +130,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
     shared = {"model": model, "version": __version__, "eval": evals, "zero_shot": zs_key,
               "calib": [base_cfg.calib, base_cfg.n_samples, base_cfg.seq_len, base_cfg.seed]}
-    if bos_prefix(load_tokenizer(model)):
-        shared["windows"] = "bos"  # every window starts with BOS (data.bos_prefix); absent keeps older keys valid
+    shared.update(window_key(load_tokenizer(model)))  # windows that start with BOS (data.bos_prefix)
     params = {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile, "overrides": overrides or {},
               "finetune_baselines": finetune_baselines, "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
               "criterion_samples": criterion_samples, "speed": speed, "eval": evals}
@@ -187,7 +189,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                 dense, tok, calib = need()
                 pruned = copy.deepcopy(dense)
                 base_row = ratio_rows.get(method)
-                info = _prune_one(pruned, method, n, calib, cfg, criterion_samples,
+                info = select_and_remove(pruned, method, n, calib, cfg, criterion_samples,
                                   base_row["removed"] if base_row else None)
                 twin = _twin(ratio_rows, method, info["removed"], ft)
                 if twin is not None:  # same layers, same (or no) training: the same model, so the same scores

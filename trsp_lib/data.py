@@ -208,6 +208,11 @@ def bos_prefix(tokenizer: Any) -> list[int]:
     return [int(bos)] if first == [bos] else []
 
 
+def window_key(tokenizer: Any) -> dict[str, str]:
+    """What a cached result's key adds for BOS-prefixed windows ({} otherwise: older keys stay valid)."""
+    return {"windows": "bos"} if bos_prefix(tokenizer) else {}
+
+
 def calibration_batches(tokenizer: Any, n_samples: int, seq_len: int, source: str = "wiki",
                         seed: int = 0) -> torch.LongTensor:
     """``n_samples`` random windows of ``seq_len`` tokens from a calibration text, shape [n, seq_len].

@@ -88,6 +88,8 @@ def load_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
+        if not Path(path).is_dir():
+            raise ModelNotFound(_not_found_message(name, err)) from err
         raise ModelNotFound(f"{name!r} holds a model but no tokenizer it can load; save one next to it "
                             f"(tokenizer.save_pretrained) ({type(err).__name__}: {err})") from err
 
