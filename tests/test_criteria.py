@@ -101,3 +101,22 @@ def test_laco_always_returns_n_layers_and_restores_rejected_merges(capsys):
     removed = laco(model, CALIB, 3, merge=2, threshold=1.5)  # nothing passes at first: the threshold drops
     assert len(removed) == 3 and len(set(removed)) == 3 and 0 not in removed
     assert "lowering the threshold" in capsys.readouterr().out
+
+
+def test_laco_never_scores_the_same_trial_twice(monkeypatch, capsys):
+    """Walks at a lowered threshold repeat the earlier trials on the same weights: their similarity is reused."""
+    from trsp_lib import criteria
+
+    scored = []
+    real = criteria.last_hidden
+
+    def recording(model, calib, skip=()):
+        state = round(sum(float(p.detach().double().sum()) for p in model.parameters()), 6)
+        scored.append((frozenset(skip), state))
+        return real(model, calib, skip)
+
+    monkeypatch.setattr(criteria, "last_hidden", recording)
+    model = tiny_model("llama", n_layers=8)
+    removed = criteria.laco(model, CALIB, 3, merge=2, threshold=1.5)
+    assert "lowering the threshold" in capsys.readouterr().out  # several walks happened
+    assert len(removed) == 3 and len(scored) == len(set(scored))

@@ -203,11 +203,17 @@ def laco(model: nn.Module, calib: torch.Tensor, n: int, merge: int = 4, interval
     layers = get_layers(model)
     reference = last_hidden(model, calib)
     removed: list[int] = []
+    accepted: list[tuple] = []  # the merges kept so far: with them, they fix the weights a trial sees
+    seen: dict[tuple, float] = {}  # a trial's similarity, so a walk at a lower threshold re-scores nothing
     while True:
         l = n_layers - merge
         while l >= low and len(removed) < n:
             kept_after = [i for i in range(l + 1, n_layers) if i not in removed][: min(merge - 1, n - len(removed))]
             if l in removed or not kept_after:
+                l -= 1
+                continue
+            trial = (tuple(accepted), l, tuple(kept_after))
+            if trial in seen and seen[trial] <= threshold:
                 l -= 1
                 continue
             target = dict(layers[l].named_parameters())
@@ -216,10 +222,12 @@ def laco(model: nn.Module, calib: torch.Tensor, n: int, merge: int = 4, interval
                 for j in kept_after:
                     for k, p in layers[j].named_parameters():
                         target[k].add_(p.detach().to(target[k].dtype) - saved[k])
-            merged = last_hidden(model, calib, set(removed) | set(kept_after))
-            sim = nn.functional.cosine_similarity(merged, reference, dim=-1).mean().item()
-            if sim > threshold:
+            if trial not in seen:
+                merged = last_hidden(model, calib, set(removed) | set(kept_after))
+                seen[trial] = nn.functional.cosine_similarity(merged, reference, dim=-1).mean().item()
+            if seen[trial] > threshold:
                 removed.extend(kept_after)
+                accepted.append(trial[1:])
                 l -= interval
             else:
                 with torch.no_grad():
