@@ -137,6 +137,7 @@ def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, 
     assert by["angular"]["ppl_wiki"] == by["reverse"]["ppl_wiki"]
     assert by["angular+ft"]["ppl_news"] == by["reverse+ft"]["ppl_news"] != by["angular"]["ppl_news"]
     assert by["angular+ft"]["ft_s"] == by["reverse+ft"]["ft_s"] > 0
+    assert 0 <= by["angular+ft"]["prune_s"] - (by["angular"]["prune_s"] + by["reverse+ft"]["ft_s"]) < 1.0  # + removal
     if sorted(by["shortgpt"]["removed"]) != [3, 4]:
         assert "same_as" not in by["shortgpt"] and "same_as" not in by["shortgpt+ft"]
     assert cmp._twin({"trsp": by["reverse"]}, "reverse", by["reverse"]["removed"], False) is None  # TRSP trained

@@ -194,14 +194,12 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                 twin = _twin(ratio_rows, method, info["removed"], ft)
                 if twin is not None:  # same layers, same (or no) training: the same model, so the same scores
                     print(f"[{label}-{ratio}] removes the same layers as {twin['method']}: reusing its scores")
-                    if ft:
-                        info["ft_s"] = twin["ft_s"]
-                        info["prune_s"] += twin["ft_s"]
                     scores = {"same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
-                elif ft:
+                if ft:  # the row's time: selection (already in info for LaCo, which reruns) + fine-tune
                     t0 = time.perf_counter()
-                    finetune(pruned, calib, budget, cfg)
-                    info["ft_s"] = time.perf_counter() - t0
+                    if twin is None:
+                        finetune(pruned, calib, budget, cfg)
+                    info["ft_s"] = time.perf_counter() - t0 if twin is None else twin["ft_s"]
                     info["prune_s"] += info["ft_s"] + (base_row["prune_s"] if base_row and method not in EDITS_WEIGHTS else 0.0)
                 if twin is None:
                     scores = _evaluate(pruned, tok, cfg, evals, zs)
