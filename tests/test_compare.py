@@ -153,3 +153,11 @@ def test_zero_shot_stderr_is_binomial_over_the_average():
            "zs_boolq_acc": 0.5}
     assert abs(zs_stderr(two) - (2 * 0.0025) ** 0.5 / 2) < 1e-12
     assert zs_stderr({"ppl_wiki": 3.0}) != zs_stderr({"ppl_wiki": 3.0})  # NaN without zero-shot results
+
+
+def test_finetune_only_the_listed_baselines(tiny_model_dir, results_dir):
+    rows = compare(model=str(tiny_model_dir), ratios=[0.34], methods="shortgpt,reverse", profile="tiny", limit=0,
+                   criterion_samples=4, speed=False, finetune_baselines="reverse")
+    assert [r["method"] for r in rows] == ["dense", "shortgpt", "reverse", "reverse+ft"]
+    with pytest.raises(ValueError, match="unknown method"):
+        compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", profile="tiny", limit=0, finetune_baselines="nope")

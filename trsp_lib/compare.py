@@ -103,7 +103,7 @@ def _twin(ratio_rows: dict[str, dict], method: str, removed: list[int], ft: bool
 
 def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float] = (0.25,),
             methods: str | list[str] = "all", out: str | Path | None = None, profile: str = "default",
-            finetune_baselines: bool = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
+            finetune_baselines: bool | str | list[str] = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
             overrides: dict | None = None, cached_only: bool = False) -> list[dict]:
@@ -113,10 +113,13 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     `profile` and `overrides` set the TRSP configuration, which also fixes the calibration data,
     the fine-tune budget and the evaluation windows shared by every method. `limit` items per
     zero-shot task (seeded, the same items for every row; None = full sets, hours on a CPU).
+    `finetune_baselines`: True (every baseline gets a +ft row), False, or the methods that do.
     `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
     `cached_only` computes nothing: the table of the rows that exist (e.g. while a long run is going).
     """
     methods = resolve_methods(methods)
+    tuned = (methods if finetune_baselines is True else [] if finetune_baselines is False
+             else resolve_methods(finetune_baselines))  # which baselines also get a +ft row
     prof = get_profile(profile)
     evals = {k: prof.pop(k) for k in EVAL_KEYS if k in prof}
     base_cfg = TRSPConfig.from_dict({**prof, **(overrides or {})})
@@ -178,7 +181,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         n = cfg.validate(n_layers)
         budget = step_budget(cfg, n)
         ratio_rows: dict[str, dict] = {}
-        order = [(m, False) for m in methods] + [(m, True) for m in methods if m != "trsp" and finetune_baselines]
+        order = [(m, False) for m in methods] + [(m, True) for m in methods if m != "trsp" and m in tuned]
         for method, ft in order:
             label = method + ("+ft" if ft else "")
             key_params = {"method": label, "ratio": ratio, "n": n, "config": asdict(cfg),
