@@ -104,6 +104,9 @@ def test_compare_prints_the_table_and_writes_csv(tiny_model_dir, tmp_path, capsy
     assert len(lines) == 1 + 1 + 2 * 2  # header, dense, two methods at two ratios
     reloaded = AutoModelForCausalLM.from_pretrained(out / "reverse-0.5" / "model")
     assert reloaded.config.num_hidden_layers == 3
+    assert main([*args[:7], "shortgpt,reverse", "--finetune", "--finetune-methods", "reverse", *args[9:]]) == 0
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 1 + 3 * 2  # + reverse+ft at both ratios
+    capsys.readouterr()
     # --cached-only tabulates what exists and computes nothing (a third method is simply absent)
     assert main([*args[:7], "shortgpt,reverse,random", *args[8:], "--cached-only"]) == 0
     printed = capsys.readouterr().out

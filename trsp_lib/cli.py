@@ -236,7 +236,8 @@ def cmd_compare(args) -> int:
                  if f.name not in ("ratio", "n_remove") and getattr(args, f.name, None) is not None}
     tasks = args.tasks.split(",") if args.tasks else None
     rows = compare(model=args.model, ratios=args.ratios, methods=args.methods, out=args.out, profile=args.profile,
-                   finetune_baselines=args.finetune, limit=None if args.limit < 0 else args.limit,
+                   finetune_baselines=args.finetune_methods if args.finetune and args.finetune_methods else args.finetune,
+                   limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
                    cached_only=args.cached_only,
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="default", help="TRSP configuration, calibration and evaluation settings for every method")
     c.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
                    help="also each baseline + plain fine-tuning with TRSP's step/token budget (rows 'method+ft')")
+    c.add_argument("--finetune-methods", default=None,
+                   help="only these baselines get a +ft row, comma list (default: every baseline)")
     c.add_argument("--tasks", default=None, help="zero-shot tasks, comma list (default: piqa,winogrande,hellaswag,arc_easy,arc_challenge)")
     c.add_argument("--limit", type=int, default=50, help="items per zero-shot task, seeded, same for every method; 0 = skip zero-shot, -1 = full sets (hours on CPU)")
     c.add_argument("--zs-seed", type=int, default=0)
