@@ -252,3 +252,22 @@ def test_folded_pruned_model_saves_and_reloads(tmp_path):
     assert torch.allclose(logits(again), expected, atol=1e-5)
     out = again.generate(IDS[:1, :4], max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 8)
+
+
+def test_device_auto_spreads_with_accelerate_and_prunes_like_cpu(tiny_model_dir):
+    """device="auto" is accelerate's device_map (several GPUs in real use); on a CPU-only machine it
+    maps every module to the CPU, so the run must match the plain CPU run exactly."""
+    from trsp_lib.models import input_device, load_model, on_cuda, resolve_dtype
+
+    assert on_cuda("cuda:1") and not on_cuda("cpu")
+    assert on_cuda("auto") == torch.cuda.is_available()
+    assert resolve_dtype(None, "auto") == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    runs = []
+    for device in ("cpu", "auto"):
+        model, _ = load_model(str(tiny_model_dir), device=device)
+        assert input_device(model).type == "cpu" and next(model.parameters()).dtype == torch.float32
+        torch.manual_seed(0)
+        result = prune(model, _tiny_calib(), TRSPConfig(ratio=0.34, device=device, **TINY))
+        runs.append((result.removed, logits(model)))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])

@@ -20,6 +20,9 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+DEVICE_HELP = "cpu, cuda, cuda:N, or auto (accelerate's device_map: the layers spread over every visible GPU)"
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     from .trsp import TRSPConfig
 
@@ -30,7 +33,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
         else:
             kind = {int: int, float: float, str: str}.get(type(default), int if f.name == "n_remove" else str)
-            g.add_argument(_flag(f.name), type=kind, default=None, help=f"(default {default})")
+            extra = f"{DEVICE_HELP}; " if f.name == "device" else ""
+            g.add_argument(_flag(f.name), type=kind, default=None, help=f"{extra}(default {default})")
 
 
 def _config(args: argparse.Namespace):
@@ -145,6 +149,8 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
     final layer, and ShortGPT's choice; with --finetune-baselines also ShortGPT's choice followed by
     plain fine-tuning with TRSP's budget (same optimizer steps, batches and tokens). Same selection
     and removal code as `trsp compare`, which runs every method."""
+    import copy
+
     from .compare import select_and_remove
     from .models import load_model
     from .trsp import finetune, step_budget
@@ -156,8 +162,9 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
     if args.finetune_baselines:
         runs.append(("shortgpt + equal-budget ft", "shortgpt", None, True))
     out, chosen = {}, {}
+    dense, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
     for label, method, layers, ft in runs:  # each prunes its own fresh copy of the dense model
-        base, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
+        base = copy.deepcopy(dense)
         info = select_and_remove(base, method, n, calib, cfg, 16, layers or chosen.get(method))
         chosen[label] = chosen.setdefault(method, info["removed"])
         if ft:
@@ -274,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
     e = sub.add_parser("eval", help="perplexity of a model on the built-in test splits or on text files")
     e.add_argument("--model", required=True)
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", help=DEVICE_HELP)
     e.add_argument("--profile", default="default", help="takes the evaluation settings of this profile")
     e.add_argument("--remove-layers", default=None, help="comma-separated layer indices to delete first, e.g. 21,22,23")
     _add_eval_flags(e)
@@ -282,11 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("speed", help="prefill latency and generation throughput, dense vs pruned, interleaved")
     sp.add_argument("--dense", default="smollm2-135m")
     sp.add_argument("--pruned", required=True, help="a pruned checkpoint, e.g. runs/smollm2-25/model")
-    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--device", default="cpu", help=DEVICE_HELP)
     sp.add_argument("--dtype", default=None)
     sp.add_argument("--prefill-len", type=int, default=256, help="GPU protocol of the paper: 2048")
     sp.add_argument("--gen-batch", type=int, default=4, help="GPU protocol of the paper: 64")
-    sp.add_argument("--new-tokens", type=int, default=32, help="GPU protocol of the paper: 128")
+    sp.add_argument("--new-tokens", type=int, default=128, help="the paper's GPU protocol also uses 128")
     sp.add_argument("--reps", type=int, default=5)
     sp.set_defaults(func=cmd_speed)
     c = sub.add_parser("compare", help="dense, TRSP and every baseline (+ equal-budget fine-tune) under one protocol")

@@ -193,24 +193,26 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                 pruned = copy.deepcopy(dense)
                 base_row = ratio_rows.get(method)
                 info = select_and_remove(pruned, method, n, calib, cfg, criterion_samples,
-                                  base_row["removed"] if base_row else None)
+                                         base_row["removed"] if base_row else None)
                 twin = _twin(ratio_rows, method, info["removed"], ft)
                 if twin is not None:  # same layers, same (or no) training: the same model, so the same scores
                     print(f"[{label}-{ratio}] removes the same layers as {twin['method']}: reusing its scores")
                     scores = {"same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
-                if ft:  # the row's time: selection (already in info for LaCo, which reruns) + fine-tune
-                    t0 = time.perf_counter()
-                    if twin is None:
+                    ft_s = twin.get("ft_s", 0.0)
+                    if ft and save_models:  # the twin's weights were trained: train this copy too before saving
                         finetune(pruned, calib, budget, cfg)
-                    info["ft_s"] = time.perf_counter() - t0 if twin is None else twin["ft_s"]
-                    info["prune_s"] += info["ft_s"] + (base_row["prune_s"] if base_row and method not in EDITS_WEIGHTS else 0.0)
-                if twin is None:
+                else:
+                    t0 = time.perf_counter()
+                    if ft:
+                        finetune(pruned, calib, budget, cfg)
+                    ft_s = time.perf_counter() - t0
                     scores = _evaluate(pruned, tok, cfg, evals, zs)
+                if ft:  # the row's time: selection (already in info for LaCo, which reruns) + fine-tune
+                    info["ft_s"] = ft_s
+                    info["prune_s"] += ft_s + (base_row["prune_s"] if base_row and method not in EDITS_WEIGHTS else 0.0)
                 row = {"n_removed": n, **info, "ft_steps": budget if ft else 0,
                        "ft_tokens": budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len if ft else 0, **scores}
                 if save_models:
-                    if twin is not None and ft:  # the twin's weights were trained: train this copy too
-                        finetune(pruned, calib, budget, cfg)
                     save_model(pruned, tok, out / f"{label}-{ratio}" / "model")
                 if speed and "_speed_model" not in ratio_rows:
                     ratio_rows["_speed_model"] = pruned  # every method at this ratio has the same shape

@@ -14,12 +14,13 @@ from torch import nn
 
 from .adapters import get_layers
 from .gating import attach_gates, detach_gates
+from .models import input_device
 
 
 @torch.no_grad()
 def captured_io(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
     """For each calibration batch, (X_in, X_out) of every layer, recorded by the shared gating hooks."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")
@@ -62,7 +63,7 @@ def shortgpt(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
 @torch.no_grad()
 def calib_loss(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(), batch_size: int = 4) -> float:
     """Mean next-token loss on the calibration ids with the layers in `skip` skipped (identity)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")
@@ -110,7 +111,7 @@ def ppl(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
 
 def taylor_scores(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) -> list[float]:
     """Shortened LLaMA's Taylor+: per layer, the sum over its weights of |w * dL/dw| on calibration data."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     layers = get_layers(model)
     was_training = model.training
     model.eval()
@@ -173,7 +174,7 @@ def reverse(model: nn.Module, calib: torch.Tensor | None, n: int) -> list[int]:
 def last_hidden(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(),
                 batch_size: int = 4) -> torch.Tensor:
     """The final hidden states [N, T, H] (after the last norm) with the layers in `skip` skipped."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")

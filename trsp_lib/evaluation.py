@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
 from .data import bos_prefix
+from .models import input_device
 
 
 def _quiet() -> bool:
@@ -48,7 +49,7 @@ def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: i
         raise ValueError(f"text has {tokens.numel()} tokens, fewer than one window of seq_len={seq_len}")
     windows = tokens[: n_windows * body].view(n_windows, body)
     windows = torch.cat([torch.tensor(prefix, dtype=windows.dtype).expand(n_windows, -1), windows], dim=1)
-    device = next(model.parameters()).device
+    device = input_device(model)
     was_training = model.training
     model.eval()
     nll, count = 0.0, 0

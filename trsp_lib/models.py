@@ -48,10 +48,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TRSP_CACHE") or Path.home() / ".cache" / "trsp")
 
 
+def on_cuda(device: str) -> bool:
+    """"cuda", "cuda:1", or "auto" (spread over every visible GPU) on a machine that has one."""
+    return str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids go: the embedding's device (the first GPU when a device_map spreads the model)."""
+    return model.get_input_embeddings().weight.device
+
+
 def resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
     """None: float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA."""
     if dtype is None:
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        return torch.bfloat16 if on_cuda(device) else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -62,21 +72,27 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
 
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype | str | None = None):
-    """(model, tokenizer): a built-in name, a local directory or a hub name; eval mode, on `device`."""
+    """(model, tokenizer): a built-in name, a local directory or a hub name; eval mode, on `device`.
+
+    `device="auto"` lets accelerate spread the layers over every visible GPU (``device_map="auto"``,
+    pipeline style): a model too big for one GPU trains and prunes through the same code, since
+    gates, losses and inputs follow each layer's device.
+    """
     from transformers import AutoModelForCausalLM
 
     offline_by_default()
     torch_dtype = resolve_dtype(dtype, device)
     path = builtin_checkpoint(name) if name in BUILTIN_MODELS else name
+    spread = {"device_map": "auto"} if device == "auto" else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **spread)
     except (OSError, ValueError) as err:
         if Path(path).is_dir():
             raise  # a real directory that fails to load: the original error is the useful one
         raise ModelNotFound(_not_found_message(name, err)) from err
     tok = load_tokenizer(name)
     get_adapter(model)  # an unsupported architecture fails here, not halfway through a run
-    return model.to(device).eval(), tok
+    return (model if spread else model.to(device)).eval(), tok
 
 
 def load_tokenizer(name: str):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .adapters import get_layers
+from .models import input_device
 
 
 def forward_flops(model: nn.Module, seq_len: int) -> float:
@@ -38,7 +39,7 @@ def ideal_speedup(dense: nn.Module, pruned: nn.Module, seq_len: int) -> float:
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize()  # every GPU: a device_map model spreads one forward over several
 
 
 @torch.no_grad()
@@ -69,7 +70,7 @@ def compare_speed(dense: nn.Module, pruned: nn.Module, prefill_len: int = 256, g
     """
     if reps < 1 or warmup < 0:
         raise ValueError("reps must be >= 1 and warmup >= 0")
-    device = next(dense.parameters()).device
+    device = input_device(dense)
     g = torch.Generator().manual_seed(seed)
     vocab = dense.config.get_text_config(decoder=True).vocab_size
     prefill_ids = torch.randint(1, vocab, (1, prefill_len), generator=g).to(device)

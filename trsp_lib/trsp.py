@@ -18,6 +18,7 @@ from tqdm import tqdm  # text bars: notebook widgets would be saved into the ren
 
 from .gating import GATE_MODES, Gating, attach_gates, detach_gates
 from .losses import NORMS, identity_gap, l1_scales, relative_gap
+from .models import input_device, on_cuda
 from .removal import remove_layers
 
 
@@ -66,7 +67,7 @@ class TRSPConfig:
     # the end
     fold_scales: bool = True         # fold kept layers' scales into their weights (exact), or drop them
     # machine
-    device: str = "cpu"
+    device: str = "cpu"              # "cuda", "cuda:1", or "auto": spread over every visible GPU (accelerate device_map)
     autocast: str = "auto"           # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
 
     def validate(self, n_layers: int) -> int:
@@ -156,9 +157,9 @@ def batch_stream(calib: torch.Tensor, batch_size: int, seed: int) -> Iterator[to
 
 
 def _autocast(cfg: TRSPConfig):
-    on_cuda = str(cfg.device).startswith("cuda")
-    if cfg.autocast == "bf16" or (cfg.autocast == "auto" and on_cuda):
-        return torch.autocast("cuda" if on_cuda else "cpu", dtype=torch.bfloat16)
+    cuda = on_cuda(cfg.device)
+    if cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda):
+        return torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -210,7 +211,7 @@ class _Trainer:
             before_step: Callable[[int], None] | None = None, round_: int | None = None, bar: tqdm | None = None,
             frozen_gates: list[int] | None = None) -> None:
         model, cfg = self.model, self.cfg
-        device = torch.device(cfg.device)
+        device = input_device(model)
         for k in range(steps):
             if before_step is not None:
                 before_step(k)
@@ -223,7 +224,7 @@ class _Trainer:
                 with _autocast(cfg):
                     lm = model(input_ids=x, labels=x).loss
                 reg = regularizer(k)
-                total = lm.float() + reg
+                total = lm.float() + reg.to(lm.device)  # the loss sits on the last GPU of a device_map
                 if not torch.isfinite(total):
                     raise TrainingDiverged(
                         f"stage {stage} step {self.step}: loss is {total.item()} (LM {lm.item():.4g}, reg {float(reg.detach()):.4g}); "
@@ -308,7 +309,7 @@ def stage2(trainer: _Trainer, selected: list[int]) -> None:
                     d = gating.diffs[i]
                     if gating.mode == "branch" and cfg.stage2_penalty == "ungated":
                         d = d / gating.scale(i, d).clamp_min(1e-3)
-                    terms.append(identity_gap(d, cfg.norm))
+                    terms.append(identity_gap(d, cfg.norm).to(gating.scales.device))
                 return lam * torch.stack(terms).sum()
 
             fade_steps = max(1, round(cfg.fade_fraction * steps))
@@ -334,7 +335,7 @@ def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], ba
     gating.skipped.difference_update(layers)
     gating.capture = set(layers)
     with _autocast(cfg):
-        model(input_ids=batch.to(cfg.device))
+        model(input_ids=batch.to(input_device(model)))
     gaps = {i: relative_gap(gating.diffs[i], gating.inputs[i]) for i in layers}
     gating.diffs.clear()
     gating.inputs.clear()

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .data import DataError, data_dir
+from .models import input_device
 
 #: The paper's five tasks.
 DEFAULT_TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge")
@@ -97,7 +98,7 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     for noisy in ("lm_eval", "lm-eval", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    device = str(next(model.parameters()).device)
+    device = str(input_device(model))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     quiet = os.environ.get("TQDM_DISABLE", "") not in ("", "0")
     with _stderr_filtered(quiet):
