@@ -199,7 +199,8 @@ def bos_prefix(tokenizer: Any) -> list[int]:
 
     Calibration and evaluation windows are cut from one token stream, but each window is a separate
     sequence to the model, so it starts the way the tokenizer starts one. It matters: Gemma-3-270m's
-    perplexity on our 512-token wiki windows is 64 without its <bos> and 26.5 with it.
+    perplexity on the study's wiki test tokens (32 windows of 512) is 61.6 without its <bos> and 27.0
+    with it (the dense rows of `trsp compare` before and after this function existed).
     """
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
