@@ -51,6 +51,8 @@ def test_compare_rejects_bad_input(tiny_model_dir, results_dir):
         resolve_methods("trsp,shortgpt,magic")
     with pytest.raises(ValueError, match=r"ratios must be in \(0, 1\)"):
         compare(model=str(tiny_model_dir), ratios=[1.5], methods="reverse", profile="tiny", limit=0)
+    with pytest.raises(TypeError, match="papermill pass it inside -y"):  # what `-p overrides '{...}'` delivers
+        compare(model=str(tiny_model_dir), methods="reverse", profile="tiny", limit=0, overrides='{"lambda1": 0.02}')
     assert resolve_methods("all")[0] == "trsp" and "laco" in resolve_methods("all")
 
 

@@ -117,6 +117,9 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
     `cached_only` computes nothing: the table of the rows that exist (e.g. while a long run is going).
     """
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of TRSPConfig fields, got {type(overrides).__name__} {overrides!r}; "
+                        "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' (-p passes a string)")
     methods = resolve_methods(methods)
     tuned = (methods if finetune_baselines is True else [] if finetune_baselines is False
              else resolve_methods(finetune_baselines))  # which baselines also get a +ft row
