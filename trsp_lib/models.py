@@ -55,7 +55,8 @@ def on_cuda(device: str) -> bool:
 
 def input_device(model: nn.Module) -> torch.device:
     """Where input ids go: the embedding's device (the first GPU when a device_map spreads the model)."""
-    return model.get_input_embeddings().weight.device
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return embed.weight.device if embed is not None else next(model.parameters()).device  # any other module
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
