@@ -30,16 +30,26 @@ OUT = ROOT / "data" / "text"
 GENSIM = "gensim==4.4.0"
 WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 NEWS_MEMBER = "gensim/test/test_data/lee_background.cor"
+NEWS_VAL_MEMBER = "gensim/test/test_data/lee.cor"  # 50 further ABC stories, disjoint from lee_background
 # sha256 of the two members in the gensim 4.4.0 wheel used to build the committed files.
 SHA256 = {
     WIKI_MEMBER: "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
     NEWS_MEMBER: "5d78d6dafd953bbf65797bef09a9ffb9ec430583381be705f8fd460000f370fb",
+    NEWS_VAL_MEMBER: "a878f9a58f6743c32985c56c2f2f75988386216b38a4023a01fd3bcf7884d93e",
 }
 
 # Split rules (see data/README.md).
 WIKI_TEST_FRACTION = 0.20  # share of Wikipedia words that go to the test split
 WIKI_SEED = 0  # seeds the shuffle of article titles that decides the split
 NEWS_CALIB_STORIES = 150  # first 150 of the 300 Lee stories -> calibration, the rest -> test
+# The Wikipedia validation split: whole calibration articles that no committed calibration window
+# touches (seed 0; 8, 16, 64 and 128 windows of 256 tokens, SmolLM2 and Gemma-3 tokenizers), found
+# by data/find_validation.py. They stay inside wiki_calib.txt (so every committed calibration window
+# is byte-identical); calibration_batches redraws any other seed's window that would overlap them.
+WIKI_VAL_TITLES = ("Academy Award for Best Production Design", "International Atomic Time", "Astronomer",
+                   "Austroasiatic languages", "American Football Conference", "Argument (disambiguation)",
+                   "Affirming the consequent", "Animal (disambiguation)", "Adventure", "Asia Minor (disambiguation)",
+                   "List of anthropologists", "Algorithms (journal)", "Ampere")
 MIN_WORDS = 6  # paragraphs with fewer words (captions, list stubs, leftovers) are dropped
 STOP_SECTIONS = {"references", "see also", "external links", "notes", "further reading",
                  "footnotes", "bibliography", "sources", "citations", "notes and references"}
@@ -185,9 +195,9 @@ def wiki_text(articles: list[tuple[str, list[str]]]) -> str:
     return "\n\n".join(line for _, lines in articles for line in lines) + "\n"
 
 
-def read_news(raw: bytes) -> list[str]:
+def read_news(raw: bytes, encoding: str = "utf-8") -> list[str]:
     stories = []
-    for line in raw.decode("utf-8").splitlines():
+    for line in raw.decode(encoding).splitlines():
         line = SPACE_RE.sub(" ", line).strip()
         if line:
             stories.append(line)
@@ -204,7 +214,7 @@ def write(name: str, text: str, docs: int, unit: str) -> None:
 def main() -> None:
     whl = wheel_path()
     with zipfile.ZipFile(whl) as z:
-        members = {name: z.read(name) for name in (WIKI_MEMBER, NEWS_MEMBER)}
+        members = {name: z.read(name) for name in (WIKI_MEMBER, NEWS_MEMBER, NEWS_VAL_MEMBER)}
     for name, blob in members.items():
         if hashlib.sha256(blob).hexdigest() != SHA256[name]:
             print(f"warning: {name} in {whl.name} differs from the one the committed files were built from",
@@ -220,6 +230,10 @@ def main() -> None:
     write("wiki_test.txt", wiki_text(test), len(test), "articles")
     write("news_calib.txt", "\n\n".join(stories[:NEWS_CALIB_STORIES]) + "\n", NEWS_CALIB_STORIES, "stories")
     write("news_test.txt", "\n\n".join(stories[NEWS_CALIB_STORIES:]) + "\n", len(stories) - NEWS_CALIB_STORIES, "stories")
+    val = [a for a in calib if a[0] in WIKI_VAL_TITLES]
+    write("wiki_val.txt", wiki_text(val), len(val), "articles")
+    val_stories = read_news(members[NEWS_VAL_MEMBER], "latin-1")  # lee.cor is Latin-1 (a pound sign)
+    write("news_val.txt", "\n\n".join(val_stories) + "\n", len(val_stories), "stories")
 
 
 if __name__ == "__main__":

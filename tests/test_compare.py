@@ -163,3 +163,64 @@ def test_finetune_only_the_listed_baselines(tiny_model_dir, results_dir):
     assert [r["method"] for r in rows] == ["dense", "shortgpt", "reverse", "reverse+ft"]
     with pytest.raises(ValueError, match="unknown method"):
         compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", profile="tiny", limit=0, finetune_baselines="nope")
+
+
+def test_pipelines_compose_selection_edits_and_healing(tiny_model_dir, tmp_path, results_dir, capsys):
+    out = tmp_path / "cmp"
+    plain = compare(model=str(tiny_model_dir), ratios=[0.34], methods="trsp,shortgpt", out=out, profile="tiny",
+                    limit=0, criterion_samples=4, speed=False, finetune_baselines=False,
+                    overrides={"protect_first": 1})
+    rows = compare(model=str(tiny_model_dir), ratios=[0.34], methods="trsp,shortgpt", out=out, profile="tiny",
+                   limit=0, criterion_samples=4, speed=False, finetune_baselines=False, overrides={"protect_first": 1},
+                   pipelines="shortgpt+lin,shortgpt+kd,shortgpt+lin+ft,trsp+lin,trsp:kd")
+    by = {r["method"]: r for r in rows}
+    assert [r["key"] for r in rows[:3]] == [r["key"] for r in plain]  # adding pipelines keeps the plain rows' keys
+    assert by["shortgpt+lin"]["removed"] == by["shortgpt+kd"]["removed"] == by["shortgpt"]["removed"]
+    assert by["shortgpt+lin"]["lin"]["runs"] and by["shortgpt+lin"]["ft_steps"] == 0
+    assert by["shortgpt+kd"]["ft_steps"] == by["shortgpt+lin+ft"]["ft_steps"] == len(by["trsp"]["trajectory"])
+    assert 0 not in by["trsp"]["removed"]  # (a cut at layer 0 has no layer before it to compensate)
+    assert by["trsp+lin"]["removed"] == by["trsp"]["removed"] and by["trsp+lin"]["ppl_wiki"] != by["trsp"]["ppl_wiki"]
+    assert by["trsp:kd"]["ppl_wiki"] != by["trsp"]["ppl_wiki"]  # stage 2 trained on a different loss
+    assert all(f"ppl_{d}" in by["shortgpt+lin"] for d in ("wiki_val", "news_val"))
+    assert len({r["key"] for r in rows}) == len(rows)
+    capsys.readouterr()
+    compare(model=str(tiny_model_dir), ratios=[0.34], methods="trsp,shortgpt", out=out, profile="tiny", limit=0,
+            criterion_samples=4, speed=False, finetune_baselines=False, pipelines="shortgpt+kd",
+            heal={"temperature": 2.0}, overrides={"protect_first": 1})
+    printed = capsys.readouterr().out
+    assert "[shortgpt+kd-0.34] computing" in printed and "[shortgpt-0.34] cached" in printed
+
+
+@pytest.mark.parametrize("label", ["magic+lin", "shortgpt+ft+lin", "laco+lin", "shortgpt+lin+zz"])
+def test_bad_pipeline_labels_say_what_is_allowed(label):
+    from trsp_lib.compare import parse_pipeline
+
+    with pytest.raises(ValueError, match="pipeline"):
+        parse_pipeline(label)
+    assert parse_pipeline("sleb+lin+kd") == ("sleb", ["lin"], "kd")
+
+
+def test_a_kd_step_lowers_the_kl_to_the_dense_model():
+    import copy
+
+    import torch
+
+    from trsp_lib.losses import kd_loss
+    from trsp_lib.models import tiny_model
+    from trsp_lib.removal import remove_layers
+    from trsp_lib.trsp import finetune
+
+    dense = tiny_model("llama", n_layers=4)
+    calib = torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))
+    student = copy.deepcopy(dense)
+    remove_layers(student, [1])
+
+    def kl() -> float:
+        with torch.no_grad():
+            return kd_loss(student(input_ids=calib).logits, dense(input_ids=calib).logits).item()
+
+    before = kl()
+    cfg = TRSPConfig(batch_size=2, grad_accum=1, lr=1e-3, warmup=0.0)
+    trajectory = finetune(student, calib, 8, cfg, teacher=dense)
+    assert kl() < 0.9 * before and trajectory[-1]["lm"] < trajectory[0]["lm"]
+    assert kd_loss(dense(input_ids=calib).logits, dense(input_ids=calib).logits).item() == pytest.approx(0.0, abs=1e-6)

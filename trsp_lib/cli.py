@@ -247,7 +247,9 @@ def cmd_compare(args) -> int:
                    limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
-                   cached_only=args.cached_only,
+                   cached_only=args.cached_only, pipelines=args.pipelines,
+                   lin={"alpha": args.lin_alpha, "sequential": args.lin_sequential},
+                   heal={"temperature": args.heal_temperature, "lr": args.heal_lr},
                    **({"tasks": tasks} if tasks else {}))
     import pandas as pd
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3g}".format):
@@ -315,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="recompute rows even when OUT/rows/ holds them")
     c.add_argument("--cached-only", action="store_true", help="compute nothing: tabulate the rows already in OUT/rows/")
     c.add_argument("--dtype", default=None)
+    c.add_argument("--pipelines", default=None,
+                   help="further rows selection[+lin][+ft|+kd], comma list, e.g. sleb+lin,sleb+lin+kd,trsp+lin,trsp:kd")
+    c.add_argument("--lin-alpha", type=float, default=0.0, help="ridge of the lin map, relative to mean diag(M^T M)")
+    c.add_argument("--lin-sequential", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit each run's map on the already-compensated model against the dense states")
+    c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
+    c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
     _add_config_flags(c)
     c.set_defaults(func=cmd_compare)
     return parser

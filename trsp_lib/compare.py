@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,31 @@ from .provenance import param_key, peak_rss_gb, provenance, write_json_atomic
 from .results import fresh, results_dir
 from .removal import remove_layers, save_model
 from .speed import compare_speed
-from .trsp import TRSPConfig, finetune, prune, step_budget
+from .compensation import compensate, compensate_removed
+from .trsp import TRSPConfig, config_key, finetune, prune, step_budget
 from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot
 
 ALL_METHODS = ("trsp",) + tuple(CRITERIA)
 DOMAINS = ("wiki", "news")
+VAL_DOMAINS = ("wiki_val", "news_val")  # scored on the pipeline rows: every tuning choice is read off these
+EDIT_STEPS = ("lin",)  # closed-form weight edits after a selection (trsp_lib.compensation)
+HEAL_STEPS = ("ft", "kd")  # healing with TRSP's step and token budget: LM loss, or distillation from the dense model
+LIN_DEFAULT = {"alpha": 0.0, "sequential": True}
+HEAL_DEFAULT = {"temperature": 1.0, "lr": None}  # of the pipeline rows' healing (and trsp:kd); lr None = the profile's
+
+
+def parse_pipeline(label: str) -> tuple[str, list[str], str | None]:
+    """'sleb+lin+kd' -> ('sleb', ['lin'], 'kd'); the selection may be 'trsp:kd' (TRSP, KD loss in stage 2)."""
+    selection, *steps = label.split("+")
+    method = selection.split(":")[0]
+    if method not in ALL_METHODS or selection not in (method, "trsp:kd"):
+        raise ValueError(f"pipeline {label!r}: unknown selection {selection!r}; choose from {', '.join(ALL_METHODS)}, trsp:kd")
+    heal = steps.pop() if steps and steps[-1] in HEAL_STEPS else None
+    bad = [x for x in steps if x not in EDIT_STEPS]
+    if bad or (method in EDITS_WEIGHTS and steps):
+        raise ValueError(f"pipeline {label!r}: steps must be {'/'.join(EDIT_STEPS)} then one of "
+                         f"{'/'.join(HEAL_STEPS)} (and LaCo's merge takes no edits); got {bad or steps}")
+    return selection, steps, heal
 
 
 def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -44,12 +64,13 @@ def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
     return names
 
 
-def _evaluate(model, tok, cfg: TRSPConfig, evals: dict, zs: dict | None) -> dict[str, Any]:
-    """Perplexity on both domains (in-domain = the calibration text's) and zero-shot accuracy."""
+def _evaluate(model, tok, cfg: TRSPConfig, evals: dict, zs: dict | None, validation: bool = False) -> dict[str, Any]:
+    """Perplexity on both domains (in-domain = the calibration text's; `validation` adds the validation
+    texts, whole, in the same windows) and zero-shot accuracy."""
     row: dict[str, Any] = {}
-    for domain in DOMAINS:
+    for domain in DOMAINS + (VAL_DOMAINS if validation else ()):
         ids = eval_tokens(tok, domain, evals.get("eval_max_tokens"))
-        tag = "in" if domain == cfg.calib else "out"
+        tag = "in" if domain.removesuffix("_val") == cfg.calib else "out"
         row[f"ppl_{domain}"] = perplexity(model, tok, ids, seq_len=evals["eval_seq_len"],
                                           batch_size=evals["eval_batch_size"], desc=f"ppl {domain} ({tag}-domain)")
     if zs is not None:
@@ -106,7 +127,8 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             finetune_baselines: bool | str | list[str] = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
-            overrides: dict | None = None, cached_only: bool = False) -> list[dict]:
+            overrides: dict | None = None, cached_only: bool = False, pipelines: str | list[str] | None = None,
+            lin: dict | None = None, heal: dict | None = None) -> list[dict]:
     """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}
     when `out` is given; without it, rows are cached under the results directory, see `default_out`).
 
@@ -116,11 +138,20 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     `finetune_baselines`: True (every baseline gets a +ft row), False, or the methods that do.
     `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
     `cached_only` computes nothing: the table of the rows that exist (e.g. while a long run is going).
+    `pipelines`: further rows as labels selection[+lin][+ft|+kd] (e.g. "sleb+lin+kd", "trsp+lin",
+    "trsp:kd"), computed after the plain rows on the same calibration tokens; `lin` sets the
+    compensation ({"alpha": 0.0, "sequential": True}); `heal` the pipelines' healing ({"temperature": 1.0,
+    "lr": None}), which enters only those rows' keys (the plain rows keep theirs).
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise TypeError(f"overrides must be a dict of TRSPConfig fields, got {type(overrides).__name__} {overrides!r}; "
                         "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' (-p passes a string)")
     methods = resolve_methods(methods)
+    pipelines = [p for p in (pipelines.split(",") if isinstance(pipelines, str) else pipelines or []) if p]
+    for p in pipelines:
+        parse_pipeline(p)
+    lin = {**LIN_DEFAULT, **(lin or {})}
+    heal = {**HEAL_DEFAULT, **(heal or {})}
     tuned = (methods if finetune_baselines is True else [] if finetune_baselines is False
              else resolve_methods(finetune_baselines))  # which baselines also get a +ft row
     prof = get_profile(profile)
@@ -139,7 +170,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     shared.update(window_key(load_tokenizer(model)))  # windows that start with BOS (data.bos_prefix)
     params = {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile, "overrides": overrides or {},
               "finetune_baselines": finetune_baselines, "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
-              "criterion_samples": criterion_samples, "speed": speed, "eval": evals}
+              "criterion_samples": criterion_samples, "speed": speed, "eval": evals, "pipelines": pipelines, "lin": lin, "heal": heal}
 
     provenance()  # fixes the commit this run reports (see provenance.git_commit)
     n_layers = count_layers(model)
@@ -187,7 +218,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         order = [(m, False) for m in methods] + [(m, True) for m in methods if m != "trsp" and m in tuned]
         for method, ft in order:
             label = method + ("+ft" if ft else "")
-            key_params = {"method": label, "ratio": ratio, "n": n, "config": asdict(cfg),
+            key_params = {"method": label, "ratio": ratio, "n": n, "config": config_key(cfg),
                           "criterion_samples": criterion_samples if method not in ("trsp", "reverse", "random") else None,
                           "ft_steps": budget if ft else 0}
 
@@ -226,6 +257,12 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                 continue
             ratio_rows[label] = row
             rows.append(row)
+        for label in pipelines:
+            row = _pipeline_row(label, ratio, n, budget, cfg, criterion_samples, lin, heal, ratio_rows, need, run_row,
+                                evals, zs, save_models, out)
+            if row is not None:
+                ratio_rows[label] = row
+                rows.append(row)
         if speed and cached_only:
             sp = _speed_row(out, ratio, n, None, ratio_rows, methods, shared, force=False)
         elif speed:
@@ -240,6 +277,51 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     if write_tables:
         write_results(out, rows, params)
     return rows
+
+
+def _pipeline_row(label: str, ratio: float, n: int, budget: int, cfg: TRSPConfig, criterion_samples: int, lin: dict,
+                  heal_cfg: dict, ratio_rows: dict, need, run_row, evals: dict, zs: dict | None, save_models: bool, out: Path) -> dict | None:
+    """One row of selection -> edits -> healing, with the same calibration tokens, budget and evaluation."""
+    selection, edits, heal = parse_pipeline(label)
+    method = selection.split(":")[0]
+    if heal or selection == "trsp:kd":
+        cfg = replace(cfg, kd_temperature=heal_cfg["temperature"], lr=heal_cfg["lr"] or cfg.lr,
+                      stage2_loss="kd" if selection == "trsp:kd" else cfg.stage2_loss)
+    key_params = {"method": label, "ratio": ratio, "n": n, "config": config_key(cfg),
+                  "criterion_samples": criterion_samples if method not in ("trsp", "reverse", "random") else None,
+                  "ft_steps": budget if heal else 0}
+    if edits:
+        key_params["edits"] = {"lin": dict(lin)}
+    if heal == "kd":
+        key_params["heal"] = {"kind": "kd", "temperature": cfg.kd_temperature}
+
+    def compute() -> dict:
+        dense, tok, calib = need()
+        model = copy.deepcopy(dense)
+        base = ratio_rows.get(selection)
+        layers = base["removed"] if base and method != "trsp" else None
+        t0 = time.perf_counter()
+        if edits and method != "trsp":  # the selection's layers, compensated instead of plainly removed
+            layers = layers or select_and_remove(copy.deepcopy(dense), method, n, calib, cfg, criterion_samples, None)["removed"]
+            info = {"removed": layers, "lin": compensate(model, layers, calib, dense=dense, **lin)}
+        else:
+            info = select_and_remove(model, method, n, calib, cfg, criterion_samples, layers)
+            if edits:  # TRSP's own pruned (stage-2-trained) model, compensated toward the dense states
+                info["lin"] = compensate_removed(model, info["removed"], calib, dense, lin["alpha"])
+        select_s = (base["prune_s"] if base and method != "trsp" else 0.0) + time.perf_counter() - t0
+        t1 = time.perf_counter()
+        if heal:
+            finetune(model, calib, budget, cfg, teacher=dense if heal == "kd" else None)
+        heal_s = time.perf_counter() - t1
+        row = {"n_removed": n, **info, "prune_s": select_s + heal_s, "select_s": select_s, "ft_s": heal_s,
+               "ft_steps": budget if heal else 0,
+               "ft_tokens": budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len if heal else 0,
+               **_evaluate(model, tok, cfg, evals, zs, validation=True)}
+        if save_models:
+            save_model(model, tok, out / f"{label}-{ratio}" / "model")
+        return row
+
+    return run_row(f"{label}-{ratio}", key_params, compute)
 
 
 def default_out(model: str) -> Path:

@@ -9,7 +9,8 @@ split plays WikiText-2's role. WikiText-2 itself stays available by name (``"wik
 Built-in names:
 
 * evaluation (``load_text`` / ``eval_tokens``): ``"wiki"`` (Wikipedia test split), ``"news"``
-  (news test split), ``"wiki-calib"`` (the Wikipedia calibration split, for diagnostics);
+  (news test split), ``"wiki_val"`` / ``"news_val"`` (validation: every tuning decision is taken on
+  these, never on test), ``"wiki-calib"`` (the Wikipedia calibration split, for diagnostics);
 * calibration (``calibration_batches``): ``"wiki"`` and ``"news"``, each disjoint from the test
   split of the same name, so a calibration-domain ablation leaks no test text.
 
@@ -36,7 +37,12 @@ TEXTS: dict[str, str] = {
     "wiki": "text/wiki_test.txt",
     "news": "text/news_test.txt",
     "wiki-calib": "text/wiki_calib.txt",
+    "wiki_val": "text/wiki_val.txt",  # 13 whole calibration articles no committed calibration window touches
+    "news_val": "text/news_val.txt",  # 50 ABC stories from a second file (lee.cor), disjoint from both news splits
 }
+
+#: Validation texts that lie inside a calibration text: its windows must never overlap them.
+CALIB_EXCLUDE: dict[str, str] = {"wiki": "text/wiki_val.txt"}
 
 #: Calibration texts, relative to the data directory; disjoint from ``TEXTS`` of the same name.
 CALIB: dict[str, str] = {
@@ -239,8 +245,47 @@ def calibration_batches(tokenizer: Any, n_samples: int, seq_len: int, source: st
                         f"seq_len={seq_len} needs at least {body + 1}")
     gen = torch.Generator().manual_seed(int(seed))
     starts = torch.randint(0, ids.numel() - body, (n_samples,), generator=gen)
+    _redraw_overlaps(starts, body, _excluded_spans(tokenizer, source), ids.numel(), gen)
     windows = ids[starts[:, None] + torch.arange(body)]
     return torch.cat([torch.tensor(prefix, dtype=windows.dtype).expand(n_samples, -1), windows], dim=1)
+
+
+def _excluded_spans(tokenizer: Any, source: str) -> list[tuple[int, int]]:
+    """Token spans [a, b) of the calibration stream that hold validation documents (CALIB_EXCLUDE)."""
+    if source not in CALIB_EXCLUDE or not (data_dir() / CALIB_EXCLUDE[source]).is_file():
+        return []
+    key = ("exclude", _tokenizer_key(tokenizer), source, _file_identity(data_dir() / CALIB[source]))
+    if key not in _TOKEN_CACHE:
+        text = _read(data_dir() / CALIB[source], builtin=True)
+        val = _read(data_dir() / CALIB_EXCLUDE[source], builtin=True)
+        docs = re.split(r"\n\n(?= = [^=].* = \n)", val.rstrip("\n"))  # one piece per article
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        ends = torch.tensor([b for _, b in offsets])
+        spans = []
+        for doc in docs:
+            c0 = text.find(doc)
+            if c0 < 0:
+                raise DataError(f"validation document {doc[:40]!r} is not in {CALIB[source]}; rebuild with `{PREPARE_HINT}`")
+            spans.append((int(torch.searchsorted(ends, c0, right=True)), int(torch.searchsorted(ends, c0 + len(doc))) + 1))
+        _TOKEN_CACHE[key] = torch.tensor(spans, dtype=torch.long).reshape(-1, 2)
+    return [tuple(s) for s in _TOKEN_CACHE[key].tolist()]
+
+
+def _redraw_overlaps(starts: torch.Tensor, body: int, spans: list[tuple[int, int]], n_ids: int,
+                     gen: torch.Generator) -> None:
+    """Redraw, in place, each window that would overlap a validation span (seed 0 never needs to:
+    its windows, which every committed result used, are the ones the validation split was chosen around)."""
+    def overlaps(s: int) -> bool:
+        return any(s < b and a < s + body for a, b in spans)
+
+    for i in range(starts.numel()):
+        tries = 0
+        while spans and overlaps(int(starts[i])):
+            tries += 1
+            if tries > 1000:
+                raise DataError("calibration text has no room for windows outside its validation documents; "
+                                "use a shorter seq_len")
+            starts[i] = torch.randint(0, n_ids - body, (1,), generator=gen)
 
 
 def eval_tokens(tokenizer: Any, name_or_path: str, max_tokens: int | None = None) -> torch.LongTensor:

@@ -38,3 +38,14 @@ def relative_gap(diff: torch.Tensor, x_in: torch.Tensor) -> float:
     num = diff.float().norm(dim=-1)
     den = x_in.float().norm(dim=-1).clamp_min(1e-12)
     return (num / den).mean().item()
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Distillation: KL(teacher || student) of the next-token distributions at `temperature`,
+    averaged over tokens and scaled by T^2 (Hinton et al.), so its gradient scale does not depend on T."""
+    if temperature <= 0:
+        raise ValueError(f"kd temperature must be > 0, got {temperature}")
+    s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    per_token = (t.exp() * (t - s)).sum(dim=-1)
+    return per_token.mean() * temperature ** 2

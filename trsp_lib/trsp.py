@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
 from .gating import GATE_MODES, Gating, attach_gates, detach_gates
-from .losses import NORMS, identity_gap, l1_scales, relative_gap
+from .losses import NORMS, identity_gap, kd_loss, l1_scales, relative_gap
 from .models import input_device, on_cuda
 from .removal import remove_layers
 
@@ -64,6 +64,8 @@ class TRSPConfig:
     fade_fraction: float = 0.5       # ... over this fraction of the stage-2 steps; the rest trains with them at 0
     lambda2_warmup: float = 0.0      # fraction of stage 2 over which lambda2 ramps up from 0
     stage2_train: str = "all"        # "all" weights, or "kept": the selected layers' weights stay frozen
+    stage2_loss: str = "lm"          # "lm" (paper) or "kd": KL(dense || pruned) in place of the LM loss (healing too)
+    kd_temperature: float = 1.0      # temperature of the "kd" loss (and of +kd healing rows)
     # the end
     fold_scales: bool = True         # fold kept layers' scales into their weights (exact), or drop them
     # machine
@@ -74,7 +76,7 @@ class TRSPConfig:
         """Check the configuration against a model with `n_layers`; return n to remove."""
         choices = {"gate": GATE_MODES, "norm": NORMS, "stage1_train": ("gates", "all"),
                    "gate_optimizer": ("adam", "sgd"), "stage2_mode": ("joint", "sequential"),
-                   "stage2_penalty": ("gated", "ungated"), "stage2_train": ("all", "kept"),
+                   "stage2_penalty": ("gated", "ungated"), "stage2_train": ("all", "kept"), "stage2_loss": ("lm", "kd"),
                    "autocast": ("auto", "bf16", "none")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -113,6 +115,17 @@ class TRSPConfig:
         if unknown:
             raise ValueError(f"unknown TRSP parameter(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+# Fields added after results were committed: a cache key leaves them out while they hold their
+# default, so adding a field never invalidates a committed result (see `config_key`).
+LATER_FIELDS: tuple[str, ...] = ("stage2_loss", "kd_temperature")
+
+
+def config_key(cfg: TRSPConfig) -> dict:
+    """The configuration as it enters a cache key: `asdict` minus later fields at their defaults."""
+    defaults = TRSPConfig()
+    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == getattr(defaults, k))}
 
 
 @dataclass
@@ -198,6 +211,23 @@ def _layer_name_index(name: str) -> int | None:
     return None
 
 
+def lm_objective(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The paper's task loss: next-token cross-entropy on the calibration batch."""
+    return model(input_ids=x, labels=x).loss
+
+
+def kd_objective(teacher: nn.Module, temperature: float) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    """Distillation from `teacher` (the dense model, frozen) on the same calibration batch."""
+    teacher.eval()
+
+    def objective(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=x).logits
+        with torch.no_grad():
+            target = teacher(input_ids=x.to(input_device(teacher))).logits
+        return kd_loss(logits, target.to(logits.device), temperature)
+    return objective
+
+
 class _Trainer:
     """Runs optimizer steps and records the trajectory; shared by both stages."""
 
@@ -206,6 +236,7 @@ class _Trainer:
         self.batches = batch_stream(calib, cfg.batch_size, cfg.seed)
         self.trajectory: list[dict] = []
         self.step = 0
+        self.objective: Callable[[nn.Module, torch.Tensor], torch.Tensor] = lm_objective
 
     def run(self, stage: int, steps: int, gate_opt, weight_opt, sched, regularizer: Callable[[int], torch.Tensor],
             before_step: Callable[[int], None] | None = None, round_: int | None = None, bar: tqdm | None = None,
@@ -222,7 +253,7 @@ class _Trainer:
             for _ in range(cfg.grad_accum):
                 x = next(self.batches).to(device)
                 with _autocast(cfg):
-                    lm = model(input_ids=x, labels=x).loss
+                    lm = self.objective(model, x)
                 reg = regularizer(k)
                 total = lm.float() + reg.to(lm.device)  # the loss sits on the last GPU of a device_map
                 if not torch.isfinite(total):
@@ -344,8 +375,13 @@ def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], ba
     return gaps
 
 
-def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None) -> TRSPResult:
-    """Run TRSP on `model` with calibration token ids `calib` [N, seq_len]; the model is pruned in place."""
+def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
+          teacher: nn.Module | None = None) -> TRSPResult:
+    """Run TRSP on `model` with calibration token ids `calib` [N, seq_len]; the model is pruned in place.
+
+    `teacher`: the dense model for `stage2_loss="kd"` (default: a frozen copy of `model` taken here)."""
+    import copy
+
     from .adapters import get_layers
 
     cfg = cfg or TRSPConfig()
@@ -358,11 +394,15 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None) 
     model.train()
     model.config.use_cache = False
     t0 = time.perf_counter()
+    if cfg.stage2_loss == "kd" and teacher is None:
+        teacher = copy.deepcopy(model).requires_grad_(False)
     gating = attach_gates(model, cfg.gate)
     trainer = _Trainer(model, gating, calib, cfg)
     try:
         selected = stage1(trainer, n, candidates(n_layers, cfg))
         t1 = time.perf_counter()
+        if cfg.stage2_loss == "kd":
+            trainer.objective = kd_objective(teacher, cfg.kd_temperature)
         stage2(trainer, selected)
         t2 = time.perf_counter()
         model.eval()
@@ -385,11 +425,14 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None) 
         timings={"stage1_s": t1 - t0, "stage2_s": t2 - t1, "total_s": t3 - t0}, config=asdict(cfg), model=model)
 
 
-def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig | None = None) -> list[dict]:
+def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig | None = None,
+             teacher: nn.Module | None = None) -> list[dict]:
     """Plain LM fine-tuning of all weights with TRSP's optimizer and batches: the equal-budget control.
 
     It runs through the same trainer as TRSP (gates attached at 1 and frozen, no regularizer), so
-    "baseline + fine-tune" differs from TRSP only in what is regularized and selected.
+    "baseline + fine-tune" differs from TRSP only in what is regularized and selected. With a
+    `teacher` (the dense model) it distils instead: KL(teacher || model) at `cfg.kd_temperature`
+    on the same batches and steps (the "+kd" rows).
     """
     cfg = cfg or TRSPConfig()
     if steps < 1:
@@ -400,10 +443,12 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
     gating = attach_gates(model, "branch")
     gating.scales.requires_grad_(False)
     trainer = _Trainer(model, gating, calib, cfg)
+    if teacher is not None:
+        trainer.objective = kd_objective(teacher, cfg.kd_temperature)
     try:
         gate_opt, weight_opt, sched = _optimizer(model, gating, cfg, lambda name: True, steps)
         zero = torch.zeros(())
-        with tqdm(total=steps, desc="fine-tune", unit="step") as bar:
+        with tqdm(total=steps, desc="distil" if teacher is not None else "fine-tune", unit="step") as bar:
             trainer.run(0, steps, gate_opt, weight_opt, sched, regularizer=lambda k: zero, bar=bar)
     finally:
         gating.scales.requires_grad_(True)
