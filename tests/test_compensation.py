@@ -95,3 +95,18 @@ def test_a_run_at_layer_zero_is_removed_uncompensated():
     model = tiny_model("llama", n_layers=5)
     info = compensate(model, [0, 3], CALIB, sequential=True)
     assert info["uncompensated_runs"] == [[0, 0]] and len(model.model.layers) == 3
+
+
+def test_pick_on_validation_reads_only_the_validation_metric():
+    from trsp_lib.frontier import pick_on_validation
+
+    cands = [({"a": 0}, {"ppl_wiki_val": 50.0, "ppl_wiki": 10.0}), ({"a": 1}, {"ppl_wiki_val": 40.0, "ppl_wiki": 99.0})]
+    assert pick_on_validation(cands)[0] == {"a": 1}  # the better test number of the first does not matter
+    with pytest.raises(ValueError, match="compute the rows first"):
+        pick_on_validation([({"a": 0}, {"ppl_wiki": 1.0})])
+
+
+def test_pareto_front():
+    from trsp_lib.frontier import pareto_front
+
+    assert pareto_front([(1, 10), (2, 5), (3, 6), (0.5, 20), (2, 5)]) == [True, True, False, True, True]

@@ -63,17 +63,35 @@ def solve(mtm: torch.Tensor, mtr: torch.Tensor, alpha: float, diagonal: bool) ->
     return torch.linalg.solve(mtm + ridge * eye, mtr)
 
 
+class _Enough(Exception):
+    """Raised by the last hook of a pass: the layers above it (and the LM head) need not run."""
+
+
 @contextmanager
-def _capture(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
-    """Forward hooks that keep each module's latest output (a tensor) under its name."""
+def _capture(modules: dict[str, nn.Module], stop_after: str) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks that keep each module's latest output under its name; the pass stops after `stop_after`."""
     out: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _a, o, k=k: out.__setitem__(k, o[0] if isinstance(o, tuple) else o))
-             for k, m in modules.items()]
+
+    def keep(name: str):
+        def hook(_m, _a, o):
+            out[name] = o[0] if isinstance(o, tuple) else o
+            if name == stop_after:
+                raise _Enough
+        return hook
+
+    hooks = [m.register_forward_hook(keep(k)) for k, m in modules.items()]
     try:
         yield out
     finally:
         for h in hooks:
             h.remove()
+
+
+def _run(model: nn.Module, x: torch.Tensor) -> None:
+    try:
+        model(input_ids=x)
+    except _Enough:
+        pass
 
 
 @torch.no_grad()
@@ -87,12 +105,16 @@ def fit_map(student: nn.Module, kept: int, teacher: nn.Module, target: int, cali
     mods_t = {"l": get_layers(teacher)[target]}
     mtm = mtr = None
     device = input_device(student)
-    with _capture(mods_s) as s, _capture(mods_t) as t:
+    same = teacher is student
+    with _capture({**mods_s, **mods_t} if same else mods_s, "l" if same else "y") as s, \
+            _capture({} if same else mods_t, "l") as t:
         for x in calib.split(batch_size):
             x = x.to(device)
-            student(input_ids=x)
-            if teacher is not student:
-                teacher(input_ids=x)
+            _run(student, x)
+            if not same:
+                _run(teacher, x)
+            else:
+                t = s
             m = s["m"].reshape(-1, s["m"].shape[-1]).double().cpu()
             r = (t["l"] - s["y"] + s["m"]).reshape(-1, m.shape[-1]).double().cpu()
             mtm = m.T @ m if mtm is None else mtm + m.T @ m

@@ -1,0 +1,57 @@
+"""What a practitioner would use instead: the declared searches and the pipelines table.
+
+Every choice (the `lin` ridge and mode, the healing learning rate and KD temperature) is made by
+`pick_on_validation`, which reads only the validation perplexity; test numbers are reported, never
+used to choose. `pareto_front` marks the pipelines that no other beats on both cost and quality.
+"""
+from __future__ import annotations
+
+import math
+
+from .compare import compare, parse_pipeline
+
+VALIDATION = "ppl_wiki_val"  # the one metric every tuning decision in the frontier chapter reads
+
+
+def pick_on_validation(candidates: list[tuple[dict, dict]], metric: str = VALIDATION) -> tuple[dict, dict]:
+    """The (setting, row) with the lowest validation perplexity; ties go to the earlier (simpler) setting."""
+    scored = [(row.get(metric, math.inf), i) for i, (_, row) in enumerate(candidates)]
+    if not scored or all(math.isinf(s) for s, _ in scored):
+        raise ValueError(f"no candidate has {metric}; compute the rows first")
+    return candidates[min(scored)[1]]
+
+
+def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[dict], dict]:
+    """Run `label` once per grid point (`what` = "lin" or "heal"); return the record and the chosen point.
+
+    The record lists every setting with its validation and test perplexity (the chapter plots it)."""
+    selection = parse_pipeline(label)[0].split(":")[0]
+    candidates = []
+    for point in grid:
+        rows = compare(methods=[selection], finetune_baselines=False, pipelines=[label], **{what: point}, **compare_kw)
+        candidates.append((point, next(r for r in rows if r["method"] == label)))
+    best, _ = pick_on_validation(candidates)
+    record = [{"pipeline": label, **{f"{what}.{k}": v for k, v in point.items()},
+               "PPL wiki (val)": row.get("ppl_wiki_val"), "PPL news (val)": row.get("ppl_news_val"),
+               "PPL wiki (test)": row["ppl_wiki"], "PPL news (test)": row["ppl_news"], "chosen": point == best}
+              for point, row in candidates]
+    return record, best
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (cost, loss) points, True where no other point is at least as good in both and better in one."""
+    def dominated(i: int) -> bool:
+        ci, li = points[i]
+        return any((c <= ci and q <= li) and (c < ci or q < li) for j, (c, q) in enumerate(points) if j != i)
+    return [not dominated(i) for i in range(len(points))]
+
+
+def describe(label: str) -> dict[str, str]:
+    """Human names for a row label: selection, weight edit, healing."""
+    if label == "dense":
+        return {"selection": "none (dense)", "compensation": "-", "healing": "-"}
+    selection, edits, heal = parse_pipeline(label)
+    names = {"ft": "fine-tune (LM loss)", "kd": "distillation (KL to dense)"}
+    sel = "TRSP, KD loss in stage 2" if selection == "trsp:kd" else ("TRSP" if selection == "trsp" else selection)
+    return {"selection": sel, "compensation": "lin (closed form)" if edits else "none",
+            "healing": names.get(heal, "none")}
