@@ -4,7 +4,9 @@
     python book/run_notebooks.py --profile tiny        # seconds per notebook: `make test`, CI
 
 Parameters come from book/params.yaml (profile -> notebook -> overrides of its `parameters` cell).
-Executed copies go to book/executed/ (generated, not committed). A notebook is re-executed only when
+Executed copies go to book/executed/ (generated, not committed). The Classroom pages are the student
+versions of the assignments, made by nbgrader from classroom/source/ in a scratch course and copied,
+unexecuted, to book/student/ (generated, not committed): no solutions, no hidden tests. A notebook is re-executed only when
 its source, its parameters, the library code or the cached results changed (a stamp file records
 what each copy was made from); FRESH=1 re-executes everything and recomputes results.
 
@@ -21,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+import shutil
+import tempfile
+
 import nbformat
 import papermill
 import yaml
@@ -28,7 +33,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 OUT = BOOK / "executed"
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted((ROOT / "notebooks" / "assignments").glob("*.ipynb"))
+STUDENT = BOOK / "student"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+sys.path.insert(0, str(ROOT / "classroom"))
+import course  # noqa: E402  (classroom/course.py: nbgrader on a scratch course)
 
 
 def digest(paths: list[Path]) -> str:
@@ -56,6 +64,25 @@ def warnings_in(nb_path: Path) -> list[str]:
     return found
 
 
+def student_pages() -> None:
+    """The assignments' pages: nbgrader's student versions, remade only when the teacher sources change."""
+    sources = [p for p in (ROOT / "classroom" / "source").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    stamp = digest(sources + [ROOT / "classroom" / "nbgrader_config.py"])
+    stamp_path = STUDENT / ".stamp"
+    if stamp_path.exists() and stamp_path.read_text() == stamp and \
+            all((STUDENT / f"{a}.ipynb").exists() for a in course.ASSIGNMENTS):
+        print("student versions: unchanged, kept")
+        return
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        released = course.release(course.scratch_course(Path(tmp)))
+        STUDENT.mkdir(exist_ok=True)
+        for name, path in released.items():
+            shutil.copy(path, STUDENT / f"{name}.ipynb")
+    stamp_path.write_text(stamp)
+    print(f"student versions (nbgrader generate_assignment): {time.perf_counter() - t0:.0f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="default", help="a top-level key of book/params.yaml")
@@ -78,10 +105,11 @@ def main() -> int:
     results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
     lib = digest(list((ROOT / "trsp_lib").glob("*.py")) + [BOOK / "params.yaml"])
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "assignments").mkdir(exist_ok=True)
     stamps_path = OUT / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
     only = set(args.only.split(",")) if args.only else None
+    if not only:
+        student_pages()
     times = {}
     for nb in NOTEBOOKS:
         name = nb.stem
