@@ -4,11 +4,13 @@
     python book/run_notebooks.py --profile tiny        # seconds per notebook: `make test`, CI
 
 Parameters come from book/params.yaml (profile -> notebook -> overrides of its `parameters` cell).
-Executed copies go to book/executed/ (generated, not committed). The Classroom pages are the student
-versions of the assignments, made by nbgrader from classroom/source/ in a scratch course and copied,
-unexecuted, to book/student/ (generated, not committed): no solutions, no hidden tests. A notebook is re-executed only when
+Executed copies go to book/executed/ (generated, not committed). A notebook is re-executed only when
 its source, its parameters, the library code or the cached results changed (a stamp file records
 what each copy was made from); FRESH=1 re-executes everything and recomputes results.
+
+The Classroom pages are the student versions of the assignments, made by `nbgrader generate_assignment`
+from classroom/source/ in a scratch course and copied, unexecuted, to book/student/ (generated, not
+committed): no solutions, no hidden tests, nothing a student has to fill in already filled in.
 
 Warnings are errors: papermill stops at a failing cell, and after each run any stderr output that
 mentions a warning fails the build with the notebook and cell named (progress bars are disabled).
@@ -19,12 +21,11 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-
-import shutil
-import tempfile
 
 import nbformat
 import papermill
