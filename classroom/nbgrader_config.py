@@ -7,7 +7,6 @@ submitted/, autograded/, feedback/ and gradebook.db are made while grading and n
 c = get_config()  # noqa: F821  (injected by nbgrader)
 
 c.CourseDirectory.course_id = "trsp"
-c.CourseDirectory.assignment_id = ""
 # The assignments' checks import torch and build tiny models: give a cell time on a busy 2-core machine.
 c.ExecutePreprocessor.timeout = 300
 # What the student sees in place of a solution.
