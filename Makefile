@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup test test-all unit book book-tiny check-book prune clean-cache
+.PHONY: setup test test-all unit book book-tiny check-book prune clean-cache release grade
 
 setup: $(STAMP)
 
@@ -65,3 +65,22 @@ check-book:
 # TRSP alone on the embedded default (the CLI).
 prune: setup
 	.venv/bin/trsp prune --model smollm2-135m --ratio 0.25 --out runs/smollm2-25
+
+# ---- The classroom kit (classroom/, nbgrader) --------------------------------------------------------
+# nbgrader runs `alembic` from PATH; its kernels import this checkout's trsp_lib.
+NBGRADER    := PATH="$(CURDIR)/.venv/bin:$$PATH" PYTHONPATH="$(CURDIR)" $(CURDIR)/.venv/bin/nbgrader
+SUBMISSIONS ?= classroom/submitted
+GRADES      ?= classroom/grades.csv
+
+# The student versions of every assignment in classroom/source/ (solutions, hidden tests and model
+# answers removed) in classroom/release/<assignment>/.
+release: setup
+	cd classroom && $(NBGRADER) generate_assignment --force "*"
+
+# Autograde SUBMISSIONS/<student>/<assignment>/<assignment>.ipynb (the layout `nbgrader collect`
+# and `nbgrader zip_collect` make), then the score table GRADES (CSV, one row per student and assignment).
+grade: release
+	@test -d "$(SUBMISSIONS)" || { echo "grade: no folder $(SUBMISSIONS); pass SUBMISSIONS=dir holding <student>/<assignment>/<assignment>.ipynb" >&2; exit 2; }
+	cd classroom && $(NBGRADER) autograde --force "*" --CourseDirectory.submitted_directory="$(abspath $(SUBMISSIONS))"
+	cd classroom && $(NBGRADER) export --to="$(abspath $(GRADES))"
+	@echo "scores: $(GRADES)"

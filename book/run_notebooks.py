@@ -8,6 +8,10 @@ Executed copies go to book/executed/ (generated, not committed). A notebook is r
 its source, its parameters, the library code or the cached results changed (a stamp file records
 what each copy was made from); FRESH=1 re-executes everything and recomputes results.
 
+The Classroom pages are the student versions of the assignments, made by `nbgrader generate_assignment`
+from classroom/source/ in a scratch course and copied, unexecuted, to book/student/ (generated, not
+committed): no solutions, no hidden tests, nothing a student has to fill in already filled in.
+
 Warnings are errors: papermill stops at a failing cell, and after each run any stderr output that
 mentions a warning fails the build with the notebook and cell named (progress bars are disabled).
 """
@@ -17,7 +21,9 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +34,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 OUT = BOOK / "executed"
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")) + sorted((ROOT / "notebooks" / "assignments").glob("*.ipynb"))
+STUDENT = BOOK / "student"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+sys.path.insert(0, str(ROOT / "classroom"))
+import course  # noqa: E402  (classroom/course.py: nbgrader on a scratch course)
 
 
 def digest(paths: list[Path]) -> str:
@@ -56,6 +65,25 @@ def warnings_in(nb_path: Path) -> list[str]:
     return found
 
 
+def student_pages() -> None:
+    """The assignments' pages: nbgrader's student versions, remade only when the teacher sources change."""
+    sources = [p for p in (ROOT / "classroom" / "source").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    stamp = digest(sources + [ROOT / "classroom" / "nbgrader_config.py"])
+    stamp_path = STUDENT / ".stamp"
+    if stamp_path.exists() and stamp_path.read_text() == stamp and \
+            all((STUDENT / f"{a}.ipynb").exists() for a in course.ASSIGNMENTS):
+        print("student versions: unchanged, kept")
+        return
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        released = course.release(course.scratch_course(Path(tmp)))
+        STUDENT.mkdir(exist_ok=True)
+        for name, path in released.items():
+            shutil.copy(path, STUDENT / f"{name}.ipynb")
+    stamp_path.write_text(stamp)
+    print(f"student versions (nbgrader generate_assignment): {time.perf_counter() - t0:.0f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="default", help="a top-level key of book/params.yaml")
@@ -78,10 +106,11 @@ def main() -> int:
     results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
     lib = digest(list((ROOT / "trsp_lib").glob("*.py")) + [BOOK / "params.yaml"])
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "assignments").mkdir(exist_ok=True)
     stamps_path = OUT / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
     only = set(args.only.split(",")) if args.only else None
+    if not only:
+        student_pages()
     times = {}
     for nb in NOTEBOOKS:
         name = nb.stem

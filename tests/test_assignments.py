@@ -1,69 +1,144 @@
-"""The classroom graders: the notebooks' reference solutions pass, the usual mistakes fail with their hint."""
+"""The classroom checks, graded the way nbgrader grades: the notebooks' test cells (hidden tests
+included) run against the reference solutions, which score every autograded point, and against the
+usual mistakes, which each fail every test cell (0 of 10) with their hint, as they failed the single
+check of the earlier kit.  The nbgrader round trip itself is tests/test_classroom.py."""
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import trsp_lib.losses
 from trsp_lib.adapters import get_adapter, get_layers, scale_branch_output
-from trsp_lib.assignments import (_flops, _llama, check_criterion, check_speedup_prediction, check_stage2_loss,
-                                  speedup_cases)
 from trsp_lib.criteria import reverse, shortgpt
 from trsp_lib.gating import attach_gates
 from trsp_lib.speed import forward_flops
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks" / "assignments"
-ASSIGNMENTS = {"a1_stage2_loss.ipynb": ("stage2_loss", check_stage2_loss),
-               "a2_new_criterion.ipynb": ("my_criterion", check_criterion),
-               "a3_predict_speedup.ipynb": ("predict_speedup", check_speedup_prediction)}
+SOURCE = Path(__file__).resolve().parents[1] / "classroom" / "source"
+FUNCTION = {"a1_stage2_loss": "stage2_loss", "a2_new_criterion": "my_criterion", "a3_predict_speedup": "predict_speedup"}
+
+
+def _checks(name: str, module: str):
+    spec = importlib.util.spec_from_file_location(module, SOURCE / name / f"{module}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[module] = mod  # the notebooks import it by this name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+a1 = _checks("a1_stage2_loss", "a1_checks")
+a2 = _checks("a2_new_criterion", "a2_checks")
+a3 = _checks("a3_predict_speedup", "a3_checks")
+check_stage2_loss, check_criterion = a1.check_stage2_loss, a2.check_criterion
+check_speedup_prediction, speedup_cases, _flops, _llama = a3.check_speedup_prediction, a3.speedup_cases, a3._flops, a3._llama
 
 
 def notebook(name: str) -> dict:
-    return json.loads((NOTEBOOKS / name).read_text())
+    return json.loads((SOURCE / name / f"{name}.ipynb").read_text())
 
 
-def tagged(nb: dict, tag: str) -> list[dict]:
-    return [c for c in nb["cells"] if tag in c["metadata"].get("tags", [])]
+def graded(nb: dict, kind: str) -> list[dict]:
+    """Cells by their nbgrader role: 'tests' (autograded code), 'solution' (code), 'answers' (markdown)."""
+    out = []
+    for cell in nb["cells"]:
+        m = cell["metadata"].get("nbgrader", {})
+        role = ("tests" if m.get("grade") and not m.get("solution") else
+                "solution" if m.get("solution") and cell["cell_type"] == "code" else
+                "answers" if m.get("solution") and m.get("grade") else None)
+        if role == kind:
+            out.append(cell)
+    return out
 
 
-def solution_of(name: str):
-    """The reference solution exactly as the notebook's `solution` cell defines it."""
-    (cell,) = tagged(notebook(name), "solution")
-    namespace = {"solution": True}
-    exec("".join(cell["source"]), namespace)
-    return namespace[ASSIGNMENTS[name][0]]
+def without_markers(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if not line.strip().startswith("### "))
+
+
+def reference(name: str):
+    """The reference solution exactly as the teacher notebook defines it (after its setup cell)."""
+    nb = notebook(name)
+    ns = setup_namespace(nb)
+    exec(without_markers("".join(graded(nb, "solution")[0]["source"])), ns)
+    return ns[FUNCTION[name]]
+
+
+def setup_namespace(nb: dict) -> dict:
+    ns: dict = {}
+    setup = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "setup")
+    exec("".join(setup["source"]), ns)
+    return ns
+
+
+def autograde(name: str, fn) -> tuple[float, float, list[str]]:
+    """Run every test cell of the teacher notebook (hidden tests included) with `fn` as the student's
+    function, as nbgrader does: a cell that raises scores 0, one that runs scores its points.
+    Returns (score, max score, the failing cells' messages)."""
+    nb = notebook(name)
+    ns = {**setup_namespace(nb), FUNCTION[name]: fn}
+    score = total = 0.0
+    errors = []
+    for cell in graded(nb, "tests"):
+        points = cell["metadata"]["nbgrader"]["points"]
+        total += points
+        try:
+            exec("".join(cell["source"]), ns)
+            score += points
+        except AssertionError as err:
+            errors.append(str(err))
+    return score, total, errors
+
+
+def loses_every_mark(name: str, fn, hint: str) -> None:
+    score, total, errors = autograde(name, fn)
+    assert total == 10 and score == 0, f"scored {score} of {total}"
+    assert len(errors) == 2 and re.search("hint: .*" + re.escape(hint), errors[0]), errors
 
 
 def not_implemented(*args, **kwargs):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("name", sorted(ASSIGNMENTS))
-def test_the_notebooks_reference_solution_passes(name, capsys):
-    ASSIGNMENTS[name][1](solution_of(name))
-    assert capsys.readouterr().out.startswith(f"✓ {ASSIGNMENTS[name][0]} passed")
+@pytest.mark.parametrize("name", sorted(FUNCTION))
+def test_the_reference_solution_scores_every_autograded_point(name, capsys):
+    assert autograde(name, reference(name)) == (10, 10, [])
+    assert capsys.readouterr().out.count(f"✓ {FUNCTION[name]} passed") == 2
 
 
-@pytest.mark.parametrize("name", sorted(ASSIGNMENTS))
-def test_notebooks_are_clean_and_parametrised(name):
+@pytest.mark.parametrize("name", sorted(FUNCTION))
+def test_an_unfilled_function_scores_nothing_and_is_told_to_fill_in(name):
+    score, _, errors = autograde(name, not_implemented)
+    assert score == 0 and all("fill in the function first" in e for e in errors)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION))
+def test_teacher_notebooks_are_clean_nbgrader_sources(name):
     nb = notebook(name)
     assert nb["nbformat"] == 4 and nb["metadata"]["kernelspec"]["name"] == "python3"
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, "commit notebooks without outputs"
-    (params,) = tagged(nb, "parameters")
-    source = "".join(params["source"])
-    for line in ("seed = 0", 'device = "cpu"', "solution = False"):
-        assert line in source
-    at = nb["cells"].index(tagged(nb, "solution")[0])
-    assert "raise NotImplementedError" in "".join(nb["cells"][at - 1]["source"])  # the student's skeleton, then the solution
+        assert "parameters" not in cell["metadata"].get("tags", []), "no papermill parameters: nbgrader runs them"
+    intro = "".join(nb["cells"][0]["source"])
+    for field in ("Learning goals", "Prerequisites", "Time", "Difficulty", "Points"):
+        assert f"**{field}**" in intro
+    (solution,) = graded(nb, "solution")
+    assert "### BEGIN SOLUTION" in "".join(solution["source"])
+    tests = graded(nb, "tests")
+    assert [c["metadata"]["nbgrader"]["points"] for c in tests] == [6, 4]
+    assert "### BEGIN HIDDEN TESTS" in "".join(tests[1]["source"])
+    assert [c["metadata"]["nbgrader"]["points"] for c in graded(nb, "answers")] == [2, 2, 2]
+    ids = [c["metadata"]["nbgrader"]["grade_id"] for c in nb["cells"] if "nbgrader" in c["metadata"]]
+    assert len(ids) == len(set(ids)), "nbgrader needs unique grade_ids"
 
 
-@pytest.mark.parametrize("check", [check_stage2_loss, check_criterion, check_speedup_prediction])
-def test_an_unfilled_function_is_told_to_fill_in(check):
-    with pytest.raises(AssertionError, match="fill in the function first"):
-        check(not_implemented)
+def test_the_checks_files_share_one_common_block():
+    """The three checks files ship alone with their assignment, so the common helpers are copied: keep them equal."""
+    blocks = {(SOURCE / n / f"{m}.py").read_text().split("FILL_IN = ", 1)[1].split("\n# ---- ", 1)[0]
+              for n, m in (("a1_stage2_loss", "a1_checks"), ("a2_new_criterion", "a2_checks"), ("a3_predict_speedup", "a3_checks"))}
+    assert len(blocks) == 1
 
 
 # ---- (a) stage-2 loss: the usual mistakes ---------------------------------------------------------
@@ -90,9 +165,22 @@ def _with_l1(l2):
     (_with_l1(lambda d, x_in: torch.sqrt((d ** 2).sum(-1) + 1e-8).mean()), "add no epsilon"),
     (_with_l1(lambda d, x_in: torch.sqrt((d ** 2).sum(-1)).mean()), "NaN at an exact identity layer"),
 ])
-def test_stage2_mistakes_fail_with_their_hint(wrong, hint):
-    with pytest.raises(AssertionError, match="hint: .*" + re.escape(hint)):
-        check_stage2_loss(wrong)
+def test_stage2_mistakes_lose_every_mark_with_their_hint(wrong, hint):
+    loses_every_mark("a1_stage2_loss", wrong, hint)
+
+
+def _direct(x_in, x_out, norm="l2"):
+    return trsp_lib.losses.identity_gap(x_out - x_in, norm)
+
+
+def _renamed(x_in, x_out, norm="l2"):
+    from trsp_lib.losses import identity_gap as gap
+    return gap(x_out - x_in, norm)
+
+
+@pytest.mark.parametrize("wrong", [_direct, _renamed, lambda x_in, x_out, norm="l2": a1.identity_gap(x_out - x_in, norm)])
+def test_calling_the_librarys_identity_gap_loses_every_mark(wrong):
+    loses_every_mark("a1_stage2_loss", wrong, "calling the library's reference implementation earns no marks")
 
 
 def test_stage2_failure_names_the_input_and_both_values():
@@ -149,9 +237,8 @@ def _flip_flop():
     (_flip_flop(), "disagree"),
     (reverse, "must be the first to go"),
 ])
-def test_criterion_mistakes_fail_with_their_hint(wrong, hint):
-    with pytest.raises(AssertionError, match="hint: .*" + re.escape(hint)):
-        check_criterion(wrong)
+def test_criterion_mistakes_lose_every_mark_with_their_hint(wrong, hint):
+    loses_every_mark("a2_new_criterion", wrong, hint)
 
 
 def test_a_library_criterion_passes(capsys):
@@ -191,9 +278,18 @@ HEAD = lambda h, v, s: 2 * s * v * h  # noqa: E731
     (_speedup(LLAMA, lambda h, s: 4 * h * s * s, HEAD), "attention is causal"),
     (lambda **case: "fast", "return the ratio as a float"),
 ])
-def test_speedup_mistakes_fail_with_their_hint(wrong, hint):
-    with pytest.raises(AssertionError, match="hint: .*" + re.escape(hint)):
-        check_speedup_prediction(wrong)
+def test_speedup_mistakes_lose_every_mark_with_their_hint(wrong, hint):
+    loses_every_mark("a3_predict_speedup", wrong, hint)
+
+
+def test_calling_the_librarys_flop_count_loses_every_mark():
+    from trsp_lib.speed import ideal_speedup
+
+    def via_library(n_layers, n_removed, hidden, vocab, seq_len, intermediate):
+        dense = _llama(n_layers, hidden, vocab, intermediate)
+        pruned = _llama(n_layers - n_removed, hidden, vocab, intermediate)
+        return ideal_speedup(dense, pruned, seq_len)
+    loses_every_mark("a3_predict_speedup", via_library, "calling the library's reference implementation earns no marks")
 
 
 def test_a_correct_formula_written_differently_passes(capsys):
