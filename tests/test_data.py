@@ -220,3 +220,55 @@ def test_windows_start_like_the_tokenizer_starts_a_sequence(tmp_path):
     windows = torch.cat(seen)
     assert windows.shape == (64 // 15, 16) and (windows[:, 0] == 1).all()
     assert torch.equal(windows[:, 1:].reshape(-1), ids[: 4 * 15])  # the stream, 15 tokens per window, in order
+
+
+def test_validation_texts_are_whole_documents_disjoint_from_test():
+    wiki_val = load_text("wiki_val")
+    titles = TITLE_RE.findall(wiki_val)
+    assert len(titles) == 13
+    calib = (DATA_DIR / CALIB["wiki"]).read_text(encoding="utf-8")
+    test_titles = set(TITLE_RE.findall(load_text("wiki")))
+    for doc in re.split(r"\n\n(?= = [^=].* = \n)", wiki_val.rstrip("\n")):
+        assert doc in calib  # whole calibration articles, byte for byte
+    assert not set(titles) & test_titles
+    news_val = set(load_text("news_val").strip().split("\n\n"))
+    assert len(news_val) == 50
+    for name in ("news", "news-calib"):
+        other = set((DATA_DIR / (TEXTS["news"] if name == "news" else CALIB["news"])).read_text(encoding="utf-8").split("\n\n"))
+        assert not news_val & other
+
+
+def test_calibration_windows_never_overlap_validation_articles():
+    calib_text = (DATA_DIR / CALIB["wiki"]).read_text(encoding="utf-8")
+    tk = word_tokenizer(calib_text)
+    spans = data._excluded_spans(tk, "wiki")
+    assert len(spans) == 13 and all(a < b for a, b in spans)
+    ids = data._tokens(tk, "wiki", CALIB)
+    for seed in (1, 2, 3):
+        starts = data.window_starts(ids.numel(), 256, 64, seed, spans).tolist()
+        assert not any(s < b and a < s + 256 for s in starts for a, b in spans)
+        batch = calibration_batches(tk, n_samples=64, seq_len=256, source="wiki", seed=seed)
+        assert torch.equal(batch, ids[torch.tensor(starts)[:, None] + torch.arange(256)])  # what it returns
+
+
+def test_redraw_keeps_windows_that_do_not_overlap():
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.tensor([0, 50, 100])
+    data._redraw_overlaps(starts, 10, [(45, 70)], 1000, gen)
+    assert starts[0] == 0 and starts[2] == 100 and not (45 - 10 < int(starts[1]) < 70)
+    with pytest.raises(DataError, match="shorter seq_len"):
+        data._redraw_overlaps(torch.tensor([5]), 10, [(0, 1000)], 1000, gen)
+
+
+@pytest.mark.smoke
+@pytest.mark.slow
+def test_seed_zero_windows_of_the_real_tokenizer_needed_no_redraw():
+    """Every committed result used seed 0: its windows must be exactly what they were before validation existed."""
+    from trsp_lib.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    ids = data._tokens(tok, "wiki", CALIB)
+    spans = data._excluded_spans(tok, "wiki")
+    for n in (8, 16, 64, 128):
+        plain = torch.randint(0, ids.numel() - 256, (n,), generator=torch.Generator().manual_seed(0))
+        assert torch.equal(data.window_starts(ids.numel(), 256, n, 0, spans), plain)

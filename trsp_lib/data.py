@@ -243,9 +243,7 @@ def calibration_batches(tokenizer: Any, n_samples: int, seq_len: int, source: st
     if ids.numel() < body + 1:
         raise DataError(f"calibration text {source!r} has only {ids.numel()} tokens with this tokenizer; "
                         f"seq_len={seq_len} needs at least {body + 1}")
-    gen = torch.Generator().manual_seed(int(seed))
-    starts = torch.randint(0, ids.numel() - body, (n_samples,), generator=gen)
-    _redraw_overlaps(starts, body, _excluded_spans(tokenizer, source), ids.numel(), gen)
+    starts = window_starts(ids.numel(), body, n_samples, seed, _excluded_spans(tokenizer, source))
     windows = ids[starts[:, None] + torch.arange(body)]
     return torch.cat([torch.tensor(prefix, dtype=windows.dtype).expand(n_samples, -1), windows], dim=1)
 
@@ -269,6 +267,14 @@ def _excluded_spans(tokenizer: Any, source: str) -> list[tuple[int, int]]:
             spans.append((int(torch.searchsorted(ends, c0, right=True)), int(torch.searchsorted(ends, c0 + len(doc))) + 1))
         _TOKEN_CACHE[key] = torch.tensor(spans, dtype=torch.long).reshape(-1, 2)
     return [tuple(s) for s in _TOKEN_CACHE[key].tolist()]
+
+
+def window_starts(n_ids: int, body: int, n_samples: int, seed: int, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """Seeded uniform window starts; any window that would overlap a validation span is redrawn."""
+    gen = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, n_ids - body, (n_samples,), generator=gen)
+    _redraw_overlaps(starts, body, spans, n_ids, gen)
+    return starts
 
 
 def _redraw_overlaps(starts: torch.Tensor, body: int, spans: list[tuple[int, int]], n_ids: int,
