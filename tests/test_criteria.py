@@ -4,7 +4,7 @@ import torch
 
 from trsp_lib.adapters import get_layers, scale_branch_output, get_adapter
 from trsp_lib.criteria import block_influence, reverse, shortgpt
-from trsp_lib.models import tiny_model
+from trsp_lib.tiny import tiny_model
 from trsp_lib.trsp import TRSPConfig, finetune
 
 CALIB = torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0))

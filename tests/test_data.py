@@ -184,7 +184,7 @@ def _bos_tokenizer():
     """The tiny character tokenizer, made to start every sequence with <s> like Gemma's and Llama's."""
     from tokenizers import processors
 
-    from trsp_lib.models import tiny_tokenizer
+    from trsp_lib.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -193,7 +193,7 @@ def _bos_tokenizer():
 
 def test_windows_start_like_the_tokenizer_starts_a_sequence(tmp_path):
     from trsp_lib.evaluation import perplexity
-    from trsp_lib.models import tiny_tokenizer
+    from trsp_lib.tiny import tiny_tokenizer
 
     plain, bos = tiny_tokenizer(), _bos_tokenizer()
     assert data.bos_prefix(plain) == [] and data.bos_prefix(bos) == [1]

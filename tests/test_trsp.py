@@ -1,5 +1,4 @@
 """TRSP's pieces on tiny random models of every supported architecture (no downloads, seconds)."""
-import copy
 
 import pytest
 import torch
@@ -7,7 +6,7 @@ import torch
 from trsp_lib.adapters import get_layers
 from trsp_lib.gating import attach_gates, detach_gates
 from trsp_lib.losses import identity_gap, l1_scales
-from trsp_lib.models import tiny_model
+from trsp_lib.tiny import tiny_model
 from trsp_lib.removal import remove_layers
 from trsp_lib.trsp import TRSPConfig, TrainingDiverged, prune, select_smallest
 
@@ -257,7 +256,8 @@ def test_folded_pruned_model_saves_and_reloads(tmp_path):
 def test_device_auto_spreads_with_accelerate_and_prunes_like_cpu(tiny_model_dir):
     """device="auto" is accelerate's device_map (several GPUs in real use); on a CPU-only machine it
     maps every module to the CPU, so the run must match the plain CPU run exactly."""
-    from trsp_lib.models import input_device, load_model, on_cuda, resolve_dtype
+    from trsp_lib.devices import input_device, on_cuda, resolve_dtype
+    from trsp_lib.models import load_model
 
     assert on_cuda("cuda:1") and not on_cuda("cpu")
     assert on_cuda("auto") == torch.cuda.is_available()

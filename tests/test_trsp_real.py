@@ -1,6 +1,5 @@
 """TRSP end to end on the real embedded model (SmolLM2-135M), with a budget of seconds."""
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 
 from trsp_lib.data import calibration_batches, eval_tokens

@@ -39,13 +39,11 @@ class Adapter:
     layers: str  # dotted path to the nn.ModuleList of decoder layers
     branch_outputs: tuple[str, ...]  # modules inside a layer whose output is added to the residual stream
     layer_idx: tuple[str, ...]  # attributes inside a layer holding its index (renumbered on removal)
-    final_norm: str  # dotted path to the norm before the LM head
 
 
 _LLAMA_LIKE = dict(layers="model.layers", branch_outputs=("self_attn.o_proj", "mlp.down_proj"),
-                   layer_idx=("self_attn.layer_idx",), final_norm="model.norm")
-_GEMMA = dict(layers="model.layers", final_norm="model.norm",
-              branch_outputs=("post_attention_layernorm", "post_feedforward_layernorm"))
+                   layer_idx=("self_attn.layer_idx",))
+_GEMMA = dict(layers="model.layers", branch_outputs=("post_attention_layernorm", "post_feedforward_layernorm"))
 
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter("llama", ("llama",), **_LLAMA_LIKE),
@@ -57,14 +55,13 @@ ADAPTERS: tuple[Adapter, ...] = (
     # Gemma3ForConditionalGeneration (what AutoModelForCausalLM builds for model_type "gemma3"):
     # the same text decoder, one level down; its per-layer config is config.text_config.
     Adapter("gemma3-multimodal", ("gemma3",), layers="model.language_model.layers",
-            branch_outputs=_GEMMA["branch_outputs"], layer_idx=("layer_idx", "self_attn.layer_idx"),
-            final_norm="model.language_model.norm"),
+            branch_outputs=_GEMMA["branch_outputs"], layer_idx=("layer_idx", "self_attn.layer_idx")),
     Adapter("opt", ("opt",), layers="model.decoder.layers", branch_outputs=("self_attn.out_proj", "fc2"),
-            layer_idx=("self_attn.layer_idx",), final_norm="model.decoder.final_layer_norm"),
+            layer_idx=("self_attn.layer_idx",)),
     Adapter("gpt2", ("gpt2",), layers="transformer.h", branch_outputs=("attn.c_proj", "mlp.c_proj"),
-            layer_idx=("attn.layer_idx",), final_norm="transformer.ln_f"),
+            layer_idx=("attn.layer_idx",)),
     Adapter("phi", ("phi",), layers="model.layers", branch_outputs=("self_attn.dense", "mlp.fc2"),
-            layer_idx=("self_attn.layer_idx",), final_norm="model.final_layernorm"),
+            layer_idx=("self_attn.layer_idx",)),
 )
 
 # RMSNorms that multiply by (1 + weight) rather than by weight (by class name: no model imports needed).

@@ -6,7 +6,6 @@ a `--profile` fills in a named set first.  Bad input ends with one clear line an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,140 +37,131 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from .profiles import EVAL_KEYS, get_profile
+    """(TRSPConfig, EvalSettings): the profile, then every flag the user set."""
+    from .profiles import EVAL_KEYS, load
     from .trsp import TRSPConfig
 
-    profile = get_profile(args.profile)
-    evals = {k: profile.pop(k) for k in EVAL_KEYS if k in profile}
-    values = {**profile, **{f.name: getattr(args, f.name) for f in fields(TRSPConfig) if getattr(args, f.name) is not None}}
-    cfg = TRSPConfig.from_dict(values)
-    for k in EVAL_KEYS:
-        if getattr(args, k) is not None:
-            evals[k] = getattr(args, k)
-    return cfg, evals
+    names = [f.name for f in fields(TRSPConfig)] + list(EVAL_KEYS)
+    return load(args.profile, **{k: getattr(args, k, None) for k in names})
 
 
 def _texts(args) -> dict[str, str]:
     return {Path(t).name: t for t in args.text} if args.text else {"wiki": "wiki", "news": "news"}
 
 
-def _ppl_all(model, tok, texts: dict[str, str], evals: dict, label: str) -> dict[str, float]:
+def _ppl_all(model, tok, texts: dict[str, str], evals, label: str) -> dict[str, float]:
     from .data import eval_tokens
     from .evaluation import perplexity
 
     out = {}
     for name, source in texts.items():
-        ids = eval_tokens(tok, source, evals.get("eval_max_tokens"))
-        out[name] = perplexity(model, tok, ids, seq_len=evals.get("eval_seq_len", 512),
-                               batch_size=evals.get("eval_batch_size", 4), desc=f"{label} ppl {name}")
+        ids = eval_tokens(tok, source, evals.eval_max_tokens)
+        out[name] = perplexity(model, tok, ids, seq_len=evals.eval_seq_len, batch_size=evals.eval_batch_size,
+                               desc=f"{label} ppl {name}")
     return out
 
 
-def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals: dict) -> dict[str, float]:
-    """Dense perplexities of a built-in model are cached on disk: every run would recompute them."""
-    from . import __version__
+def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals) -> dict[str, float]:
+    """Dense perplexities of a built-in model are cached (under the model cache): every run would recompute them."""
     from .data import window_key
     from .models import BUILTIN_MODELS, cache_dir
-    from .provenance import write_json_atomic
+    from .results import cached
 
     if name not in BUILTIN_MODELS or any(Path(t).exists() for t in texts.values()):
         return _ppl_all(model, tok, texts, evals, "dense")
-    path = cache_dir() / "dense_perplexity.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    scored = {k: v for k, v in evals.items() if k != "eval_batch_size"}  # batching does not change the result
-    key = _key({"model": name, "texts": texts, "eval": scored, "version": __version__, **window_key(tok)})
-    if key not in cache:
-        cache[key] = _ppl_all(model, tok, texts, evals, "dense")
-        write_json_atomic(path, cache)
-    return cache[key]
-
-
-def _key(d: dict) -> str:
-    from .provenance import param_key
-    return param_key(d)
+    scored = {k: v for k, v in evals.key().items() if k != "eval_batch_size"}  # batching does not change the result
+    params = {"model": name, "texts": texts, "eval": scored, **window_key(tok)}
+    return cached("dense_perplexity", params, lambda: _ppl_all(model, tok, texts, evals, "dense"), root=cache_dir())
 
 
 def cmd_prune(args) -> int:
-    import torch
-
     from . import __version__
-    from .data import calibration_batches, window_key
-    from .models import load_model, load_tokenizer
-    from .provenance import peak_rss_gb, provenance, write_json_atomic
-    from .removal import save_model
-    from .trsp import prune
+    from .data import window_key
+    from .models import load_tokenizer
+    from .provenance import param_key
+    from .results import stored
+    from .trsp import config_key
 
     cfg, evals = _config(args)
     out = Path(args.out)
     texts = _texts(args)
-    key = _key({"model": args.model, "version": __version__, "config": asdict(cfg), "eval": evals, "texts": texts, "baselines": args.baselines,
-                "ft": args.finetune_baselines, **window_key(load_tokenizer(args.model))})
-    result_path = out / "result.json"
-    if result_path.exists() and not args.force:
-        old = json.loads(result_path.read_text())
-        if old.get("key") == key and (out / "model").exists():
-            print(f"{result_path} already holds this run (same parameters); reusing it. Use --force to recompute.")
-            _summary(old)
-            return 0
+    key = param_key({"model": args.model, "version": __version__, "config": config_key(cfg), "eval": evals.key(),
+                     "texts": texts, "baselines": args.baselines, "ft": args.finetune_baselines,
+                     **window_key(load_tokenizer(args.model))})
+    ran: list[bool] = []
+    record = stored(out / "result.json", key, lambda: ran.append(True) or _prune_run(args, cfg, evals, texts),
+                    force=args.force or not (out / "model").exists())
+    if not ran:
+        print(f"{out / 'result.json'} already holds this run (same parameters); reusing it. Use --force to recompute.")
+    _summary(record)
+    if ran:
+        print(f"wrote {out / 'result.json'} and {record['checkpoint']}/ (loads with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def _prune_run(args, cfg, evals, texts: dict[str, str]) -> dict:
+    """TRSP on the model, its perplexities, the saved checkpoint and (with --baselines) the untrained controls."""
+    import torch
+
+    from .data import calibration_batches
+    from .models import load_model
+    from .removal import save_model
+    from .trsp import prune
+
     t_start = time.perf_counter()
-    baseline_layers: dict = {}
     print(f"loading {args.model} on {cfg.device} ...")
     model, tok = load_model(args.model, device=cfg.device, dtype=args.dtype)
     calib = calibration_batches(tok, cfg.n_samples, cfg.seq_len, source=cfg.calib, seed=cfg.seed)
     print(f"calibration: {cfg.n_samples} x {cfg.seq_len} tokens of {cfg.calib!r}; "
-          f"evaluation: {evals.get('eval_max_tokens') or 'all'} tokens per split, windows of {evals['eval_seq_len']}")
+          f"evaluation: {evals.eval_max_tokens or 'all'} tokens per split, windows of {evals.eval_seq_len}")
     ppl = {"dense": _dense_ppl(args.model, model, tok, texts, evals)}
     result = prune(model, calib, cfg)
     ppl["trsp"] = _ppl_all(model, tok, texts, evals, "pruned")
-    save_dir = save_model(model, tok, out / "model")
+    save_dir = save_model(model, tok, Path(args.out) / "model")
     del model
     result.model = None  # free the pruned model before the baselines load theirs
+    baseline_layers: dict = {}
     if args.baselines:
         rows, baseline_layers = _baselines(args, cfg, result, calib, tok, texts, evals)
         ppl.update(rows)
-    record = {
-        "key": key, "model": args.model, "profile": args.profile, "removed": result.removed,
-        "kept": result.kept, "n_layers": result.n_layers, "perplexity": ppl, "eval": evals,
+    return {
+        "model": args.model, "profile": args.profile, "removed": result.removed,
+        "kept": result.kept, "n_layers": result.n_layers, "perplexity": ppl, "eval": evals.key(),
         "baseline_layers": baseline_layers,
         "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
         "final_scales": result.final_scales, "timings": {**result.timings, "wall_s": time.perf_counter() - t_start},
-        "peak_rss_gb": peak_rss_gb(), "checkpoint": str(save_dir), "config": asdict(cfg),
-        "trajectory": result.trajectory, "provenance": provenance(), "torch_threads": torch.get_num_threads(),
+        "checkpoint": str(save_dir), "config": asdict(cfg),
+        "trajectory": result.trajectory, "torch_threads": torch.get_num_threads(),
     }
-    write_json_atomic(result_path, record)
-    _summary(record)
-    print(f"wrote {result_path} and {save_dir}/ (loads with AutoModelForCausalLM.from_pretrained)")
-    return 0
 
 
 def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]:
     """The same number of layers removed with no training: TRSP's own set, the last n before the
     final layer, and ShortGPT's choice; with --finetune-baselines also ShortGPT's choice followed by
-    plain fine-tuning with TRSP's budget (same optimizer steps, batches and tokens). Same selection
-    and removal code as `trsp compare`, which runs every method."""
+    plain fine-tuning with TRSP's budget (same optimizer steps, batches and tokens). The same
+    pipelines as `trsp compare` (trsp_lib.pipelines), each on its own copy of the dense model."""
     import copy
 
-    from .compare import select_and_remove
     from .models import load_model
-    from .trsp import finetune, step_budget
+    from .pipelines import Job, finish, parse, select
+    from .trsp import step_budget
 
     n = len(result.removed)
-    runs = [("same layers, untrained", "given", result.removed, False),
-            (f"last {n} before final, untrained", "reverse", None, False),
-            ("shortgpt, untrained", "shortgpt", None, False)]
+    runs = [("same layers, untrained", "given", result.removed), (f"last {n} before final, untrained", "reverse", None),
+            ("shortgpt, untrained", "shortgpt", None)]
     if args.finetune_baselines:
-        runs.append(("shortgpt + equal-budget ft", "shortgpt", None, True))
+        runs.append(("shortgpt + equal-budget ft", "shortgpt+ft", None))
     out, chosen = {}, {}
     dense, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
-    for label, method, layers, ft in runs:  # each prunes its own fresh copy of the dense model
-        base = copy.deepcopy(dense)
-        info = select_and_remove(base, method, n, calib, cfg, 16, layers or chosen.get(method))
-        chosen[label] = chosen.setdefault(method, info["removed"])
-        if ft:
-            finetune(base, calib, step_budget(cfg, n), cfg)
+    for label, pipeline, layers in runs:
+        p = parse(pipeline)
+        job = Job(copy.deepcopy(dense), n, cfg, calib, 16, step_budget(cfg, n), dense=dense)
+        info = select(p, job, layers or chosen.get(p.select.name))
+        finish(p, job)
+        chosen.setdefault(p.select.name, info["removed"])
+        chosen[label] = info["removed"]
         print(f"{label}: removes {sorted(info['removed'])}")
-        out[label] = _ppl_all(base, tok, texts, evals, label)
-        del base
+        out[label] = _ppl_all(job.model, tok, texts, evals, label)
     return out, {label: chosen[label] for label, *_ in runs}
 
 
@@ -196,13 +186,9 @@ def _summary(r: dict) -> None:
 
 def cmd_eval(args) -> int:
     from .models import load_model
-    from .profiles import EVAL_KEYS, get_profile
+    from .profiles import EVAL_KEYS, load
 
-    profile = get_profile(args.profile)
-    evals = {k: profile[k] for k in EVAL_KEYS if k in profile}
-    for k in EVAL_KEYS:
-        if getattr(args, k) is not None:
-            evals[k] = getattr(args, k)
+    _, evals = load(args.profile, **{k: getattr(args, k) for k in EVAL_KEYS})
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.remove_layers:
         from .removal import remove_layers
@@ -211,8 +197,8 @@ def cmd_eval(args) -> int:
         print(f"removed layers {args.remove_layers} (no training)")
     ppl = _ppl_all(model, tok, _texts(args), evals, "eval")
     n_layers = getattr(model.config, "num_hidden_layers", "?")
-    print(f"{args.model}: {n_layers} layers; perplexity (windows of {evals['eval_seq_len']} tokens, "
-          f"{evals.get('eval_max_tokens') or 'all'} tokens per text)")
+    print(f"{args.model}: {n_layers} layers; perplexity (windows of {evals.eval_seq_len} tokens, "
+          f"{evals.eval_max_tokens or 'all'} tokens per text)")
     for name, v in ppl.items():
         print(f"  {name:>12}: {v:.2f}")
     return 0

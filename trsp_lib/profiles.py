@@ -1,9 +1,12 @@
 """Named parameter sets, read like experiment records (nanoGPT's config files).
 
-A profile is a dict of `TRSPConfig` fields plus the evaluation settings of the CLI.  Explicit
-command-line flags override the profile; the profile overrides the `TRSPConfig` defaults.
+A profile is a dict of `TRSPConfig` fields plus the evaluation settings (`EvalSettings`).
+`load(name, **overrides)` is the one way to read one: explicit overrides (command-line flags, a
+notebook's parameters) beat the profile, which beats the defaults.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, fields
 
 # Evaluation settings shared by the CPU profiles: a fixed prefix of each test split.
 CPU_EVAL = {"eval_seq_len": 512, "eval_max_tokens": 16384, "eval_batch_size": 1}  # batch 1: a 4 x 512 batch of
@@ -31,10 +34,37 @@ PROFILES: dict[str, dict] = {
              "eval_seq_len": 32, "eval_max_tokens": 512, "eval_batch_size": 4},
 }
 
-EVAL_KEYS = ("eval_seq_len", "eval_max_tokens", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How perplexity is measured: window length, tokens per split (None: all), windows per batch."""
+
+    eval_seq_len: int = 512
+    eval_max_tokens: int | None = None
+    eval_batch_size: int = 4
+
+    def key(self) -> dict:
+        """What a cached result's key records (every field: batching is part of today's committed keys)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+EVAL_KEYS = tuple(f.name for f in fields(EvalSettings))
 
 
 def get_profile(name: str) -> dict:
+    """The raw dict of a named profile (a copy)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return dict(PROFILES[name])
+
+
+def load(name: str, **overrides):
+    """(TRSPConfig, EvalSettings) of profile `name` with `overrides` (fields of either) applied.
+
+    Overrides that are None are ignored (unset command-line flags); an unknown name is an error."""
+    from .trsp import TRSPConfig
+
+    values = {**get_profile(name), **{k: v for k, v in overrides.items() if v is not None}}
+    evals = EvalSettings(**{k: values.pop(k) for k in EVAL_KEYS if k in values})
+    return TRSPConfig.from_dict(values), evals

@@ -1,14 +1,17 @@
 """Where a result came from, and writing it so that an interrupted run leaves nothing half-done."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -56,11 +59,42 @@ def param_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_json_atomic(path: str | Path, obj) -> Path:
-    """Write JSON next to its destination, then rename: readers see the old file or the new one."""
+def env_flag(name: str) -> bool:
+    """An on/off environment variable: set and not "0" means on (TRSP_FRESH, TQDM_DISABLE, ...)."""
+    return os.environ.get(name, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write a file or a directory into; on success it
+    replaces `path` (an existing directory is swapped out, then removed): readers see the old or
+    the new, never half of either. On failure the temporary is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    _remove(tmp)
+    try:
+        yield tmp
+        if path.is_dir():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists():
+        p.unlink()
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    """Write JSON next to its destination, then rename: readers see the old file or the new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return Path(path)

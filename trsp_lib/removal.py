@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .adapters import get_adapter, get_layers, set_layers
+from .provenance import atomic_path
 
 
 def remove_layers(model: nn.Module, indices: Iterable[int]) -> nn.Module:
@@ -133,22 +134,14 @@ def _update_config(config, keep: list[int], n: int) -> None:
 def save_model(model: nn.Module, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Save model (+ tokenizer, if given) to `out_dir` atomically: a crash never leaves half a checkpoint."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a crashed writer's leftovers
         pid = stale.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
+        if not pid.isdigit() or not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return out
 
 

@@ -1,10 +1,11 @@
-"""The results cache that the notebooks and `trsp compare` share.
+"""The one result cache: every cached computation of the study goes through `stored`.
 
-A result is a JSON file `<results dir>/<kind>/<key>.json`, where the key hashes the parameters
-and the library version: rerunning a notebook reuses it, changing one parameter computes only
-what that parameter touches, and bumping `trsp_lib.__version__` invalidates everything. Files
-carry their parameters and provenance (commit, versions, machine, wall time) and are written
-atomically, so an interrupted run loses only the result in progress.
+A result is a JSON file whose key hashes everything that determines it (parameters and the library
+version): a compare row (`compare-<model>/rows/<label>-<ratio>-<key>.json`), a speed row, a
+notebook's result (`<kind>/<key>.json`, via `cached`), a dense perplexity, a `trsp prune` run.
+A file is reused only when it holds the same key; it carries its provenance (commit, versions,
+machine, wall time, peak memory) and is written atomically, so an interrupted run loses only the
+result in progress. Bumping `trsp_lib.__version__` invalidates everything.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any
 
 from . import __version__
 from .data import data_dir
-from .provenance import param_key, peak_rss_gb, provenance, write_json_atomic
+from .provenance import env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
+
+__all__ = ["results_dir", "fresh", "stored", "cached", "param_key"]
 
 
 def results_dir() -> Path:
@@ -28,18 +31,40 @@ def results_dir() -> Path:
 
 def fresh() -> bool:
     """`TRSP_FRESH=1` (what `make book FRESH=1` sets) recomputes instead of reusing."""
-    return os.environ.get("TRSP_FRESH", "") not in ("", "0")
+    return env_flag("TRSP_FRESH")
 
 
-def cached(kind: str, params: dict, compute: Callable[[], Any]) -> Any:
-    """`compute()` once per (kind, params, library version); later calls read the stored result."""
-    key = param_key({"kind": kind, "params": params, "version": __version__})
-    path = results_dir() / kind / f"{key}.json"
-    if path.exists() and not fresh():
-        return json.loads(path.read_text())["result"]
+def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = False,
+           cached_only: bool = False, name: str | None = None) -> dict | None:
+    """The record at `path` if it holds `key`; else `compute()` plus key and provenance, written atomically.
+
+    `force` (or `TRSP_FRESH=1`) recomputes; `cached_only` computes nothing and returns None instead.
+    With a `name`, says which of the three happened ("[name] cached: ...", "computing", "not computed")."""
+    path = Path(path)
+    if path.exists() and not (force or fresh()):
+        record = json.loads(path.read_text())
+        if record.get("key") == key:
+            _say(name, f"cached: {path.parent.name}/{path.name}")
+            return record
+    if cached_only:
+        _say(name, "not computed yet (skipped)")
+        return None
+    _say(name, "computing ...")
     t0 = time.perf_counter()
-    result = compute()
-    write_json_atomic(path, {"kind": kind, "params": params, "key": key, "result": result,
-                             "wall_s": time.perf_counter() - t0, "peak_rss_gb": peak_rss_gb(),
-                             "provenance": provenance()})
-    return json.loads(path.read_text())["result"]  # what a rerun will see (JSON types)
+    record = compute()
+    record.update({"key": key, "wall_s": time.perf_counter() - t0, "peak_rss_gb": peak_rss_gb(),
+                   "provenance": provenance()})
+    write_json_atomic(path, record)
+    return json.loads(path.read_text())  # what a rerun will see (JSON types)
+
+
+def _say(name: str | None, what: str) -> None:
+    if name is not None:
+        print(f"[{name}] {what}")
+
+
+def cached(kind: str, params: dict, compute: Callable[[], Any], root: Path | None = None) -> Any:
+    """`compute()` once per (kind, params, library version) under `root` (default: the results directory)."""
+    key = param_key({"kind": kind, "params": params, "version": __version__})
+    path = Path(root or results_dir()) / kind / f"{key}.json"
+    return stored(path, key, lambda: {"kind": kind, "params": params, "result": compute()})["result"]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .adapters import get_layers
-from .models import input_device
+from .devices import input_device
 
 
 def forward_flops(model: nn.Module, seq_len: int) -> float:

@@ -18,7 +18,7 @@ from tqdm import tqdm  # text bars: notebook widgets would be saved into the ren
 
 from .gating import GATE_MODES, Gating, attach_gates, detach_gates
 from .losses import NORMS, identity_gap, kd_loss, l1_scales, relative_gap
-from .models import input_device, on_cuda
+from .devices import input_device, on_cuda
 from .removal import remove_layers
 
 
@@ -84,7 +84,7 @@ class TRSPConfig:
         if self.n_remove is None:
             if not 0.0 < self.ratio < 1.0:
                 raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
-            n = math.floor(self.ratio * n_layers + 0.5)
+            n = layers_to_remove(self.ratio, n_layers)
             if n < 1:
                 raise ValueError(f"ratio {self.ratio} of {n_layers} layers removes nothing; use a larger ratio")
         else:
@@ -117,20 +117,25 @@ class TRSPConfig:
         return cls(**d)
 
 
-# Fields added after results were committed: a cache key leaves them out while they hold their
-# default, so adding a field never invalidates a committed result (see `config_key`).
+def layers_to_remove(ratio: float, n_layers: int) -> int:
+    """round(ratio * L) with halves rounded up (Python's round() would send 0.5 to even)."""
+    return math.floor(ratio * n_layers + 0.5)
+
+
+#: Fields added to `TRSPConfig` after results were committed: a cache key leaves one out while it holds
+#: its default, so adding a field with a default never changes a committed key (see `config_key`).
 LATER_FIELDS: tuple[str, ...] = ("stage2_loss", "kd_temperature")
 
 
 def config_key(cfg: TRSPConfig) -> dict:
-    """The configuration as it enters a cache key: `asdict` minus later fields at their defaults."""
-    defaults = TRSPConfig()
-    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == getattr(defaults, k))}
+    """The configuration as a result's key records it: every field, except late additions left at their default."""
+    defaults = {f.name: f.default for f in fields(cfg)}
+    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == defaults[k])}
 
 
 @dataclass
 class TRSPResult:
-    """What a run produced.  `model` is the pruned model (not serialised by `to_dict`)."""
+    """What a run produced.  `model` is the pruned model."""
 
     removed: list[int]                   # in selection order, original indices
     kept: list[int]
@@ -141,12 +146,6 @@ class TRSPResult:
     timings: dict[str, float]
     config: dict
     model: nn.Module | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("model")
-        d["identity_gap"] = {str(k): v for k, v in self.identity_gap.items()}
-        return d
 
 
 def step_budget(cfg: TRSPConfig, n: int) -> int:

