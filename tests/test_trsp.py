@@ -56,8 +56,9 @@ def test_skipped_layer_is_identity_and_scale_changes_output():
     with torch.no_grad():
         gating.scales[1] = 0.5
     assert rel_err(logits(model), base) > 1e-3  # the gate is really in the forward pass
-    gating.skipped.add(1)
-    skipped = logits(model)
+    with gating.skipping([1]):
+        skipped = logits(model)
+    assert rel_err(logits(model), skipped) > 1e-3  # ... and only inside the block
     detach_gates(model, gating, fold=False)
     remove_layers(model, [1])
     assert torch.allclose(logits(model), skipped, atol=1e-5)
@@ -88,10 +89,11 @@ def test_stage2_term_is_zero_for_an_identity_layer():
     gating = attach_gates(model, "branch")
     with torch.no_grad():
         gating.scales[1] = 0.0
-    gating.capture = {0, 1}
-    logits(model)
-    assert identity_gap(gating.diffs[1]).item() == 0.0
-    assert identity_gap(gating.diffs[0]).item() > 0.0
+    with gating.capturing({0, 1}):
+        logits(model)
+        assert identity_gap(gating.diffs[1]).item() == 0.0
+        assert identity_gap(gating.diffs[0]).item() > 0.0
+    assert not gating.diffs and not gating.capture  # released at the end of the block
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -24,13 +24,12 @@ def captured_io(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) -> I
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")
-    gating.capture = set(range(gating.n_layers))
     try:
-        for start in range(0, calib.shape[0], batch_size):
-            model(input_ids=calib[start:start + batch_size].to(device), use_cache=False)
-            yield [(gating.inputs[i], gating.inputs[i] + gating.diffs[i]) for i in range(gating.n_layers)]
-            gating.diffs.clear()
-            gating.inputs.clear()
+        with gating.capturing(range(gating.n_layers)):
+            for start in range(0, calib.shape[0], batch_size):
+                model(input_ids=calib[start:start + batch_size].to(device), use_cache=False)
+                yield [(gating.inputs[i], gating.inputs[i] + gating.diffs[i]) for i in range(gating.n_layers)]
+                gating.forget()
     finally:
         detach_gates(model, gating, fold=False)
         model.train(was_training)
@@ -67,13 +66,13 @@ def calib_loss(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")
-    gating.skipped = set(skip)
     total, count = 0.0, 0
     try:
-        for start in range(0, calib.shape[0], batch_size):
-            x = calib[start:start + batch_size].to(device)
-            total += model(input_ids=x, labels=x, use_cache=False).loss.item() * x.shape[0]
-            count += x.shape[0]
+        with gating.skipping(skip):
+            for start in range(0, calib.shape[0], batch_size):
+                x = calib[start:start + batch_size].to(device)
+                total += model(input_ids=x, labels=x, use_cache=False).loss.item() * x.shape[0]
+                count += x.shape[0]
     finally:
         detach_gates(model, gating, fold=False)
         model.train(was_training)
@@ -178,10 +177,10 @@ def last_hidden(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozense
     was_training = model.training
     model.eval()
     gating = attach_gates(model, "output")
-    gating.skipped = set(skip)
     try:
-        out = [model(input_ids=calib[s:s + batch_size].to(device), output_hidden_states=True,
-                     use_cache=False).hidden_states[-1].float().cpu() for s in range(0, calib.shape[0], batch_size)]
+        with gating.skipping(skip):
+            out = [model(input_ids=calib[s:s + batch_size].to(device), output_hidden_states=True,
+                         use_cache=False).hidden_states[-1].float().cpu() for s in range(0, calib.shape[0], batch_size)]
     finally:
         detach_gates(model, gating, fold=False)
         model.train(was_training)

@@ -17,6 +17,8 @@ and saving, so the saved model is a stock Hugging Face model.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +48,46 @@ class Gating:
     def scale(self, i: int, like: torch.Tensor) -> torch.Tensor:
         # Gates stay fp32 on their own device; cast per use so device_map / bf16 models work.
         return self.scales[i].to(device=like.device, dtype=like.dtype)
+
+    def skip(self, layers: Iterable[int]) -> None:
+        """Skip `layers` from now on (they join the prune set P)."""
+        self.skipped.update(layers)
+
+    @contextlib.contextmanager
+    def skipping(self, layers: Iterable[int]) -> Iterator[None]:
+        """Skip `layers` too, inside the block only."""
+        before = set(self.skipped)
+        self.skipped.update(layers)
+        try:
+            yield
+        finally:
+            self.skipped = before
+
+    @contextlib.contextmanager
+    def running(self, layers: Iterable[int]) -> Iterator[None]:
+        """Run `layers` again (even if in P), inside the block only."""
+        before = set(self.skipped)
+        self.skipped.difference_update(layers)
+        try:
+            yield
+        finally:
+            self.skipped = before
+
+    @contextlib.contextmanager
+    def capturing(self, layers: Iterable[int]) -> Iterator[None]:
+        """Record X_in (`inputs`) and X_out - X_in (`diffs`) of `layers` in every forward pass of the block."""
+        before = self.capture
+        self.capture = set(layers)
+        try:
+            yield
+        finally:
+            self.capture = before
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop the recorded tensors (after each backward pass, they hold the graph)."""
+        self.diffs.clear()
+        self.inputs.clear()
 
 
 class GatedLayer(nn.Module):
@@ -111,8 +153,7 @@ def detach_gates(model: nn.Module, gating: Gating, fold: bool = True, drop: set[
     for h in gating.hooks:
         h.remove()
     gating.hooks.clear()
-    gating.diffs.clear()
-    gating.inputs.clear()
+    gating.forget()
     layers = get_layers(model)
     plain = [layer.layer if isinstance(layer, GatedLayer) else layer for layer in layers]
     set_layers(model, nn.ModuleList(plain))

@@ -1,9 +1,11 @@
-"""The two regularizers of TRSP, written so that their gradients are easy to test."""
+"""The two regularizers of TRSP and the stage-2 penalty's variants, written so that their gradients are easy to test."""
 from __future__ import annotations
 
 import torch
 
 NORMS = ("l2", "l1")
+#: What stage 2 penalises with the branch gate: "gated" s*F(h) (what is added to the stream), "ungated" F(h).
+PENALTIES = ("gated", "ungated")
 
 
 def l1_scales(scales: torch.Tensor, alive: list[int]) -> torch.Tensor:
@@ -49,3 +51,20 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     t = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
     per_token = (t.exp() * (t - s)).sum(dim=-1)
     return per_token.mean() * temperature ** 2
+
+
+def identity_penalty(gating, layers: list[int], norm: str = "l2", penalty: str = "gated") -> torch.Tensor:
+    """Stage 2's sum over `layers` of `identity_gap`, from the X_out - X_in that `gating` captured.
+
+    With the output gate the difference is always taken before the scale. With the branch gate the
+    captured difference is s*F(h); "ungated" divides s back out (clamped at 1e-3), as the paper's
+    X_out - X_in of the unscaled layer reads."""
+    if penalty not in PENALTIES:
+        raise ValueError(f"stage2_penalty must be one of {PENALTIES}, got {penalty!r}")
+    terms = []
+    for i in layers:
+        d = gating.diffs[i]
+        if gating.mode == "branch" and penalty == "ungated":
+            d = d / gating.scale(i, d).clamp_min(1e-3)
+        terms.append(identity_gap(d, norm).to(gating.scales.device))
+    return torch.stack(terms).sum()

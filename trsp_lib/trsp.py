@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
 from .gating import GATE_MODES, Gating, attach_gates, detach_gates
-from .losses import NORMS, identity_gap, kd_loss, l1_scales, relative_gap
+from .losses import NORMS, PENALTIES, identity_penalty, kd_loss, l1_scales, relative_gap
 from .devices import input_device, on_cuda
 from .removal import remove_layers
 
@@ -76,7 +76,7 @@ class TRSPConfig:
         """Check the configuration against a model with `n_layers`; return n to remove."""
         choices = {"gate": GATE_MODES, "norm": NORMS, "stage1_train": ("gates", "all"),
                    "gate_optimizer": ("adam", "sgd"), "stage2_mode": ("joint", "sequential"),
-                   "stage2_penalty": ("gated", "ungated"), "stage2_train": ("all", "kept"), "stage2_loss": ("lm", "kd"),
+                   "stage2_penalty": PENALTIES, "stage2_train": ("all", "kept"), "stage2_loss": ("lm", "kd"),
                    "autocast": ("auto", "bf16", "none")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -260,8 +260,7 @@ class _Trainer:
                         f"stage {stage} step {self.step}: loss is {total.item()} (LM {lm.item():.4g}, reg {float(reg.detach()):.4g}); "
                         "lower --lr / --gate-lr, --lambda1 / --lambda2, or run in float32")
                 (total / cfg.grad_accum).backward()
-                self.gating.diffs.clear()
-                self.gating.inputs.clear()
+                self.gating.forget()
                 lm_sum += lm.item() / cfg.grad_accum
                 reg_sum += float(reg.detach()) / cfg.grad_accum
             if frozen_gates and self.gating.scales.grad is not None:
@@ -304,74 +303,77 @@ def stage1(trainer: _Trainer, n: int, pool: list[int]) -> list[int]:
             s = gating.scales.detach().float().cpu()
             take = select_smallest(s, [i for i in pool if i not in selected], n if cfg.one_shot else 1)
             selected.extend(take)
-            gating.skipped.update(take)
+            gating.skip(take)
             bar.write(f"  round {r + 1}: removed layer(s) {take}  (s = {', '.join(f'{s[i]:.3f}' for i in take)})")
     return selected
 
 
 def stage2(trainer: _Trainer, selected: list[int]) -> None:
-    """Train LM + lambda2 * sum_P ||X_out - X_in|| with P active, so P's layers become identities."""
+    """Train LM + lambda2 * sum_P ||X_out - X_in|| with P active, so P's layers become identities.
+
+    The switches of the ablations are the helpers below: which groups train (`_stage2_groups`:
+    all of P at once, or one layer at a time), which weights (`_trains`), the lambda2 warm-up
+    (`_lambda2`), the fade of P's gates to 0 (`_fade`), and the penalty (`losses.identity_penalty`)."""
     cfg, gating = trainer.cfg, trainer.gating
     if cfg.stage2_steps == 0 or not selected:
         return
-    groups = [selected] if cfg.stage2_mode == "joint" else [[i] for i in selected]
-    per_group = [cfg.stage2_steps // len(groups) + (1 if g < cfg.stage2_steps % len(groups) else 0) for g in range(len(groups))]
     start = {i: gating.scales[i].item() for i in selected}
+    trains = _trains(cfg, selected)
+    with tqdm(total=cfg.stage2_steps, desc=f"stage 2: {cfg.stage2_mode} over {len(selected)} layers", unit="step") as bar:
+        for group, steps in _stage2_groups(cfg, selected):
+
+            def penalty(k: int, group=group, steps=steps) -> torch.Tensor:
+                return _lambda2(cfg, k, steps) * identity_penalty(gating, group, cfg.norm, cfg.stage2_penalty)
+
+            with gating.running(group), gating.capturing(group):
+                trainer.run(2, steps, *_optimizer(trainer.model, gating, cfg, trains, steps), regularizer=penalty,
+                            before_step=_fade(cfg, gating, group, start, steps), bar=bar,
+                            frozen_gates=group if cfg.stage2_fade else None)
+
+
+def _stage2_groups(cfg: TRSPConfig, selected: list[int]) -> list[tuple[list[int], int]]:
+    """(layers, steps) per stage-2 phase: P jointly, or ("sequential") each layer with its share of the steps."""
+    groups = [selected] if cfg.stage2_mode == "joint" else [[i] for i in selected]
+    steps = [cfg.stage2_steps // len(groups) + (1 if g < cfg.stage2_steps % len(groups) else 0) for g in range(len(groups))]
+    return [(g, s) for g, s in zip(groups, steps) if s > 0]
+
+
+def _trains(cfg: TRSPConfig, selected: list[int]) -> Callable[[str], bool]:
+    """Which weights train in stage 2: every one, or ("kept") all but the selected layers'."""
     frozen = set(selected) if cfg.stage2_train == "kept" else set()
 
     def trains(name: str) -> bool:
         idx = _layer_name_index(name)
         return idx is None or idx not in frozen
+    return trains
 
-    with tqdm(total=cfg.stage2_steps, desc=f"stage 2: {cfg.stage2_mode} over {len(selected)} layers", unit="step") as bar:
-        for group, steps in zip(groups, per_group):
-            if steps == 0:
-                continue
-            gating.skipped.difference_update(group)
-            gating.capture = set(group)
-            opts = _optimizer(trainer.model, gating, cfg, trains, steps)
-            warm = cfg.lambda2_warmup * steps
 
-            def reg(k: int) -> torch.Tensor:
-                lam = cfg.lambda2 * (min(1.0, (k + 1) / warm) if warm > 0 else 1.0)
-                terms = []
+def _lambda2(cfg: TRSPConfig, k: int, steps: int) -> float:
+    """lambda2 at step k, ramped up linearly over the first `lambda2_warmup` fraction of the phase."""
+    warm = cfg.lambda2_warmup * steps
+    return cfg.lambda2 * (min(1.0, (k + 1) / warm) if warm > 0 else 1.0)
+
+
+def _fade(cfg: TRSPConfig, gating: Gating, group: list[int], start: dict[int, float], steps: int) -> Callable[[int], None]:
+    """Before step k, set the group's gates on a line from their stage-1 value to 0 (reached after
+    `fade_fraction` of the steps); a no-op without `stage2_fade`."""
+    fade_steps = max(1, round(cfg.fade_fraction * steps))
+
+    def fade(k: int) -> None:
+        if cfg.stage2_fade:
+            with torch.no_grad():
                 for i in group:
-                    d = gating.diffs[i]
-                    if gating.mode == "branch" and cfg.stage2_penalty == "ungated":
-                        d = d / gating.scale(i, d).clamp_min(1e-3)
-                    terms.append(identity_gap(d, cfg.norm).to(gating.scales.device))
-                return lam * torch.stack(terms).sum()
-
-            fade_steps = max(1, round(cfg.fade_fraction * steps))
-
-            def fade(k: int) -> None:
-                if cfg.stage2_fade:
-                    with torch.no_grad():
-                        for i in group:
-                            gating.scales[i] = start[i] * max(0.0, 1.0 - (k + 1) / fade_steps)
-
-            trainer.run(2, steps, *opts, regularizer=reg, before_step=fade, bar=bar,
-                        frozen_gates=group if cfg.stage2_fade else None)
-            if cfg.stage2_mode == "sequential":
-                gating.skipped.update(group)
-    gating.skipped.difference_update(selected)
-    gating.capture = set()
+                    gating.scales[i] = start[i] * max(0.0, 1.0 - (k + 1) / fade_steps)
+    return fade
 
 
 @torch.no_grad()
 def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], batch: torch.Tensor, cfg: TRSPConfig) -> dict[int, float]:
     """||X_out - X_in|| / ||X_in|| of each layer in `layers`, on one calibration batch, P active."""
-    skipped = set(gating.skipped)
-    gating.skipped.difference_update(layers)
-    gating.capture = set(layers)
-    with _autocast(cfg):
-        model(input_ids=batch.to(input_device(model)))
-    gaps = {i: relative_gap(gating.diffs[i], gating.inputs[i]) for i in layers}
-    gating.diffs.clear()
-    gating.inputs.clear()
-    gating.capture = set()
-    gating.skipped = skipped
-    return gaps
+    with gating.running(layers), gating.capturing(layers):
+        with _autocast(cfg):
+            model(input_ids=batch.to(input_device(model)))
+        return {i: relative_gap(gating.diffs[i], gating.inputs[i]) for i in layers}
 
 
 def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
