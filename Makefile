@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup test test-all unit book book-tiny check-book prune clean-cache release grade
+.PHONY: setup test test-all lint unit book book-tiny check-book prune clean-cache release grade
 
 setup: $(STAMP)
 
@@ -29,8 +29,14 @@ $(STAMP): requirements.txt pyproject.toml data/benchmarks.py book/fetch_mathjax.
 	$(PY) book/fetch_mathjax.py
 	touch $(STAMP)
 
-# Fast tests plus the marked real-model smoke subset, then every notebook on the tiny profile and the book from them.
-test: unit book-tiny
+# The linter and the size limits, the fast tests plus the marked real-model smoke subset, then every
+# notebook on the tiny profile and the book from them.
+test: lint unit book-tiny
+
+# ruff (rules in pyproject.toml) and the library's size limits (300 lines a module, 60 a function).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) tools/check_sizes.py
 
 unit: setup
 	$(PY) -m pytest -q -m "not slow or smoke" tests

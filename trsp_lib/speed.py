@@ -79,8 +79,8 @@ def compare_speed(dense: nn.Module, pruned: nn.Module, prefill_len: int = 256, g
     times: dict[str, dict[str, list[float]]] = {k: {"prefill": [], "generate": []} for k in models}
     for rep in range(warmup + reps):
         for name, model in models.items():
-            p = _timed(lambda: _prefill(model, prefill_ids), device)
-            q = _timed(lambda: _generate(model, prompt_ids, new_tokens), device)
+            p = _timed(lambda m=model: _prefill(m, prefill_ids), device)
+            q = _timed(lambda m=model: _generate(m, prompt_ids, new_tokens), device)
             if rep >= warmup:
                 times[name]["prefill"].append(p)
                 times[name]["generate"].append(q)
