@@ -127,11 +127,14 @@ def test_winogrande_is_scored_like_lm_eval():
 
 def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, monkeypatch, capsys):
     """Two selection-only methods that remove the same layers give the same model: scored once."""
-    import trsp_lib.compare as cmp
     from trsp_lib.criteria import reverse
+    from trsp_lib.pipelines import SELECTIONS, criterion
 
-    monkeypatch.setitem(cmp.CRITERIA, "angular", reverse)  # a stand-in that must agree with reverse
-    monkeypatch.setitem(cmp.CRITERIA, "shortgpt", lambda model, calib, n: [1, 2][:n])  # ... and one that must not
+    def first_two(model, calib, n):
+        return [1, 2][:n]
+
+    monkeypatch.setitem(SELECTIONS, "angular", criterion(reverse))  # a stand-in that must agree with reverse
+    monkeypatch.setitem(SELECTIONS, "shortgpt", criterion(first_two))  # ... and one that must not
     rows = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse,angular,shortgpt", profile="tiny",
                    limit=0, criterion_samples=4, speed=False)
     by = {r["method"]: r for r in rows}

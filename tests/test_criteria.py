@@ -120,3 +120,20 @@ def test_laco_never_scores_the_same_trial_twice(monkeypatch, capsys):
     removed = criteria.laco(model, CALIB, 3, merge=2, threshold=1.5)
     assert "lowering the threshold" in capsys.readouterr().out  # several walks happened
     assert len(removed) == 3 and len(scored) == len(set(scored))
+
+
+def test_magnitude_removes_the_layer_with_the_smallest_weights_first():
+    """The README's example of a new criterion: its registry entry makes it a pipeline like any other."""
+    import copy
+
+    from trsp_lib.criteria import magnitude
+    from trsp_lib.pipelines import Job, parse, select
+
+    model = tiny_model("llama", n_layers=6)
+    with torch.no_grad():
+        for p in get_layers(model)[4].parameters():
+            p.mul_(0.01)
+    assert magnitude(model, None, 2)[0] == 4 and len(set(magnitude(model, None, 2))) == 2
+    job = Job(copy.deepcopy(model), 1, TRSPConfig())
+    assert select(parse("magnitude+ft"), job)["removed"] == [4] and job.model.config.num_hidden_layers == 5
+    assert parse("magnitude").key_params(0.25, 1, TRSPConfig(), 16, 0)["criterion_samples"] is None  # sees no data

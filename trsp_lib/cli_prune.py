@@ -122,9 +122,9 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
     for label, pipeline, layers in runs:
         p = parse(pipeline)
         job = Job(copy.deepcopy(dense), n, cfg, calib, 16, step_budget(cfg, n), dense=dense)
-        info = select(p, job, layers or chosen.get(p.select.name))
+        info = select(p, job, layers or chosen.get(p.base))
         finish(p, job)
-        chosen.setdefault(p.select.name, info["removed"])
+        chosen.setdefault(p.base, info["removed"])
         chosen[label] = info["removed"]
         print(f"{label}: removes {sorted(info['removed'])}")
         out[label] = _ppl_all(job.model, tok, texts, evals, label)

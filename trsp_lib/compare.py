@@ -17,11 +17,10 @@ from torch import nn
 
 from . import __version__
 from .analysis import zs_stderr
-from .criteria import CRITERIA
 from .data import calibration_batches, eval_tokens, window_key
 from .evaluation import perplexity
 from .models import count_layers, load_model, load_tokenizer
-from .pipelines import Job, Pipeline, finish, parse, select
+from .pipelines import SELECTIONS, STUDY, Job, Pipeline, finish, parse, select
 from .profiles import EvalSettings, load
 from .provenance import atomic_path, param_key, provenance, write_json_atomic
 from .removal import remove_layers, save_model
@@ -30,7 +29,7 @@ from .speed import compare_speed
 from .trsp import TRSPConfig, step_budget
 from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot
 
-ALL_METHODS = ("trsp", *CRITERIA)  # the selections a study compares ("given" is for reused layers)
+ALL_METHODS = STUDY  # what "all" means; any selection of `pipelines.SELECTIONS` is accepted by name
 DOMAINS = ("wiki", "news")
 
 
@@ -38,9 +37,10 @@ def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
     names = methods.split(",") if isinstance(methods, str) else list(methods)
     if names in (["all"], ("all",)):
         return list(ALL_METHODS)
-    unknown = [m for m in names if m not in ALL_METHODS]
+    known = [m for m in SELECTIONS if m != "given"]
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from all, {', '.join(ALL_METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from all, {', '.join(known)}")
     return names
 
 
@@ -114,7 +114,7 @@ class _Run:
         dense, tok, calib = self.need()
         job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, budget,
                   dense=dense if "dense" in p.needs() else None)
-        base = earlier.get(p.select.name)  # the selection's own row: its layers, unless they do not rebuild it
+        base = earlier.get(p.base)  # the selection's own row: its layers, unless they do not rebuild it
         info = select(p, job, base["removed"] if base else None)
         twin = next((r for label, r in earlier.items() if p.same_model_as(parse(label))
                      and sorted(r["removed"]) == sorted(info["removed"])), None)

@@ -170,6 +170,17 @@ def reverse(model: nn.Module, calib: torch.Tensor | None, n: int) -> list[int]:
 
 
 @torch.no_grad()
+def magnitude(model: nn.Module, calib: torch.Tensor | None, n: int) -> list[int]:
+    """The n layers with the smallest mean |weight| over their matrices: a calibration-free floor.
+
+    The README's worked example of adding a criterion (one entry in `pipelines.SELECTIONS`, one test)."""
+    n_layers = _check_n(model, n)
+    score = [torch.cat([p.abs().flatten() for p in layer.parameters() if p.ndim >= 2]).float().mean().item()
+             for layer in get_layers(model)]
+    return sorted(range(n_layers), key=lambda i: (score[i], i))[:n]
+
+
+@torch.no_grad()
 def last_hidden(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(),
                 batch_size: int = 4) -> torch.Tensor:
     """The final hidden states [N, T, H] (after the last norm) with the layers in `skip` skipped."""
@@ -244,4 +255,4 @@ def laco(model: nn.Module, calib: torch.Tensor, n: int, merge: int = 4, interval
 EDITS_WEIGHTS = {"laco"}
 
 CRITERIA = {"shortgpt": shortgpt, "angular": angular, "sleb": sleb, "ppl": ppl, "taylor": taylor,
-            "laco": laco, "reverse": reverse, "random": random_layers}
+            "laco": laco, "reverse": reverse, "random": random_layers, "magnitude": magnitude}

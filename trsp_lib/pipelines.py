@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .criteria import CRITERIA, random_layers
+from . import criteria
 from .removal import remove_layers
 from .trsp import TRSPConfig, config_key, finetune, prune
 
@@ -61,16 +61,17 @@ def _trsp(job: Job) -> dict[str, Any]:
             "trajectory": result.trajectory, "timings": result.timings}
 
 
-def _criterion(name: str) -> Callable[[Job], dict[str, Any]]:
+def criterion(fn: Callable[..., list[int]], calib: bool = True, edits_weights: bool = False, seeded: bool = False) -> Step:
+    """A selection step from a criterion `(model, calib, n) -> layers`: it sees the first `criterion_samples`
+    calibration rows (`calib=False`: none), and `seeded` ones get the configuration's seed."""
     def run(job: Job) -> dict[str, Any]:
-        if name == "random":
-            job.layers = random_layers(job.model, None, job.n, seed=job.cfg.seed)
-        else:
-            calib = None if job.calib is None else job.calib[:job.criterion_samples]
-            job.layers = CRITERIA[name](job.model, calib, job.n)
+        rows = None if job.calib is None or not calib else job.calib[:job.criterion_samples]
+        job.layers = fn(job.model, rows, job.n, **({"seed": job.cfg.seed} if seeded else {}))
         remove_layers(job.model, job.layers)
         return {}
-    return run
+    name = fn.__name__.removesuffix("_layers")
+    return Step(name, run, (fn.__doc__ or name).strip().splitlines()[0], needs=frozenset({"calib"} if calib else ()),
+                changes_weights=edits_weights, criterion=calib)
 
 
 def _ft(job: Job) -> dict[str, Any]:
@@ -82,16 +83,22 @@ def _given(job: Job) -> dict[str, Any]:
     raise ValueError("the 'given' selection deletes layers chosen elsewhere: pass them, select(p, job, layers)")
 
 
-_CALIB_FREE = {"reverse", "random"}
 SELECTIONS: dict[str, Step] = {
     "given": Step("given", _given, "layers chosen elsewhere (another run's), deleted as they are"),
     "trsp": Step("trsp", _trsp, "TRSP: gates under an l1 penalty pick the layers, stage 2 trains them toward identity",
                  needs=frozenset({"calib", "steps"}), changes_weights=True),
-    **{name: Step(name, _criterion(name), (fn.__doc__ or name).strip().splitlines()[0],
-                  needs=frozenset() if name in _CALIB_FREE else frozenset({"calib"}),
-                  changes_weights=name == "laco", criterion=name not in _CALIB_FREE)
-       for name, fn in CRITERIA.items()},
+    "shortgpt": criterion(criteria.shortgpt),
+    "angular": criterion(criteria.angular),
+    "sleb": criterion(criteria.sleb),
+    "ppl": criterion(criteria.ppl),
+    "taylor": criterion(criteria.taylor),
+    "laco": criterion(criteria.laco, edits_weights=True),
+    "reverse": criterion(criteria.reverse, calib=False),
+    "random": criterion(criteria.random_layers, calib=False, seeded=True),
+    "magnitude": criterion(criteria.magnitude, calib=False),
 }
+#: The selections the study compares (`compare(methods="all")`); any other entry is available by name.
+STUDY = ("trsp", "shortgpt", "angular", "sleb", "ppl", "taylor", "laco", "reverse", "random")
 EDITS: dict[str, Step] = {}
 HEALS: dict[str, Step] = {
     "ft": Step("ft", _ft, "plain LM fine-tuning of every weight with TRSP's optimizer, batches and step budget",
@@ -105,6 +112,11 @@ class Pipeline:
     select: Step
     edits: tuple[Step, ...] = ()
     heal: Step | None = None
+
+    @property
+    def base(self) -> str:
+        """The selection's registry name: the label up to the first "+" (its own row's label)."""
+        return self.label.split("+")[0]
 
     @property
     def steps(self) -> tuple[Step, ...]:
