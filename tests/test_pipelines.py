@@ -28,15 +28,15 @@ def test_todays_rows_keep_their_key_params(label):
 
 def test_a_new_step_adds_a_key_entry_only_where_present(monkeypatch):
     monkeypatch.setitem(EDITS, "lin", Step("lin", lambda job: {}, "a compensation", needs=frozenset({"dense"}),
-                                           key=lambda cfg: {"ridge": 0.1}))
+                                           key=lambda cfg, opts: {"alpha": 0.0, **opts}))
     monkeypatch.setitem(HEALS, "kd", Step("kd", lambda job: {}, "distillation", needs=frozenset({"dense", "steps"}),
-                                          key=lambda cfg: {"temperature": 1.0}))
+                                          key=lambda cfg, opts: {"kind": "kd", "temperature": opts.get("temperature", 1.0)}))
     cfg = TRSPConfig()
     assert parse("sleb+ft").key_params(0.25, 8, cfg, 16, 48) == legacy_key_params("sleb+ft", 0.25, 8, cfg, 16, 48)
-    lin_ft = parse("sleb+lin+ft").key_params(0.25, 8, cfg, 16, 48)
-    assert lin_ft["edits"] == [{"lin": {"ridge": 0.1}}] and "heal" not in lin_ft and lin_ft["ft_steps"] == 48
+    lin_ft = parse("sleb+lin+ft").key_params(0.25, 8, cfg, 16, 48, {"lin": {"alpha": 0.1}})
+    assert lin_ft["edits"] == {"lin": {"alpha": 0.1}} and "heal" not in lin_ft and lin_ft["ft_steps"] == 48
     kd = parse("sleb+kd").key_params(0.25, 8, cfg, 16, 48)
-    assert kd["heal"] == {"kd": {"temperature": 1.0}} and "edits" not in kd
+    assert kd["heal"] == {"kind": "kd", "temperature": 1.0} and "edits" not in kd
     assert parse("sleb+lin+ft").needs() == {"calib", "dense", "steps"} and parse("reverse").needs() == set()
     with pytest.raises(ValueError, match="must be the last step"):
         parse("sleb+ft+lin")

@@ -1,4 +1,5 @@
-"""Size limits of the library: no module over 300 lines, no function over 60 (decorators and docstring included).
+"""Size limits of the library: no module over 300 lines, no function over 60 (decorators and docstring
+included), no block of 6 or more lines repeated (blank and comment lines ignored).
 
     .venv/bin/python tools/check_sizes.py          # what `make lint` (part of `make test`) runs
 
@@ -15,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
+REPEAT_LINES = 6
 # The course graders leave the library for a classroom tool (the book issue); until then they are exempt.
 EXEMPT = {"assignments.py"}
 
@@ -33,6 +35,20 @@ def sizes(package: Path = ROOT / "trsp_lib") -> tuple[dict[str, int], dict[str, 
     return modules, functions
 
 
+def repeated_blocks(package: Path = ROOT / "trsp_lib") -> list[str]:
+    """Every window of REPEAT_LINES code lines that occurs more than once, as "file:line, file:line"."""
+    seen: dict[tuple, list[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        if path.name in EXEMPT:
+            continue
+        code = [(i, line.strip()) for i, line in enumerate(path.read_text().splitlines(), 1)
+                if line.strip() and not line.strip().startswith("#")]
+        for k in range(len(code) - REPEAT_LINES + 1):
+            window = tuple(line for _, line in code[k:k + REPEAT_LINES])
+            seen.setdefault(window, []).append(f"{path.name}:{code[k][0]}")
+    return [", ".join(places) for places in seen.values() if len(places) > 1]
+
+
 def _functions(tree: ast.AST, prefix: str = ""):
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -49,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     modules, functions = sizes()
     bad = [f"{m}: {n} lines (limit {MAX_MODULE_LINES})" for m, n in modules.items() if n > MAX_MODULE_LINES]
     bad += [f"{f}: {n} lines (limit {MAX_FUNCTION_LINES})" for f, n in functions.items() if n > MAX_FUNCTION_LINES]
+    bad += [f"{REPEAT_LINES} lines repeated at {places}" for places in repeated_blocks()]
     if args.report:
         for title, table in (("modules", modules), ("functions", functions)):
             top = sorted(table.items(), key=lambda kv: -kv[1])[:5]

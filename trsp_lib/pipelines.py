@@ -51,7 +51,7 @@ class Step:
     needs: frozenset[str] = frozenset()
     changes_weights: bool = False   # a selection that trains or merges: its layers alone do not rebuild its model
     criterion: bool = False         # a selection fed `criterion_samples` calibration rows (recorded in the key)
-    key: Callable[[TRSPConfig], dict] | None = None  # the key entry of an edit or healing step (new steps only)
+    key: Callable[[TRSPConfig, dict], Any] | None = None  # (cfg, the step's options) -> its key entry (new steps only)
 
 
 def _trsp(job: Job) -> dict[str, Any]:
@@ -128,16 +128,19 @@ class Pipeline:
     def trains(self) -> bool:
         return self.heal is not None
 
-    def key_params(self, ratio: float, n: int, cfg: TRSPConfig, criterion_samples: int, budget: int) -> dict:
+    def key_params(self, ratio: float, n: int, cfg: TRSPConfig, criterion_samples: int, budget: int,
+                   options: dict[str, dict] | None = None) -> dict:
         """What determines this row besides the shared data and evaluation (today's keys, exactly, for
-        today's steps; an edit or a new healing step adds its own entry only when present)."""
+        today's steps; an edit or a new healing step adds its own entry only when present).
+        `options`: per step name, the settings its `key` records (e.g. a ridge, a temperature)."""
+        options = options or {}
         params = {"method": self.label, "ratio": ratio, "n": n, "config": config_key(cfg),
                   "criterion_samples": criterion_samples if self.select.criterion else None,
                   "ft_steps": budget if self.heal else 0}
         if self.edits:
-            params["edits"] = [{e.name: e.key(cfg) if e.key else {}} for e in self.edits]
+            params["edits"] = {e.name: e.key(cfg, options.get(e.name, {})) if e.key else {} for e in self.edits}
         if self.heal and self.heal.key:
-            params["heal"] = {self.heal.name: self.heal.key(cfg)}
+            params["heal"] = self.heal.key(cfg, options.get(self.heal.name, {}))
         return params
 
     def same_model_as(self, other: Pipeline) -> bool:
