@@ -3,6 +3,7 @@
 Each criterion has one signature, `(model, calib, n) -> layers to remove, in order`, and shares
 the calibration data, the hooks (`gating`) and the removal code with TRSP. LaCo alone also edits
 weights (it merges layers), so callers give every criterion its own copy of the dense model.
+They become pipelines (rows of the study) by one entry each in `pipelines.SELECTIONS`.
 """
 from __future__ import annotations
 
@@ -249,10 +250,3 @@ def laco(model: nn.Module, calib: torch.Tensor, n: int, merge: int = 4, interval
             return removed
         threshold -= 0.05
         print(f"laco: {len(removed)} of {n} layers merged after a full walk; lowering the threshold to {threshold:.2f}")
-
-
-#: Criteria that change weights as well as choosing layers (the caller must use the same model object).
-EDITS_WEIGHTS = {"laco"}
-
-CRITERIA = {"shortgpt": shortgpt, "angular": angular, "sleb": sleb, "ppl": ppl, "taylor": taylor,
-            "laco": laco, "reverse": reverse, "random": random_layers, "magnitude": magnitude}
