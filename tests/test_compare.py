@@ -4,7 +4,8 @@ import json
 import pytest
 
 from trsp_lib.compare import compare, resolve_methods, table
-from trsp_lib.trsp import TRSPConfig, step_budget
+from trsp_lib.profiles import load
+from trsp_lib.trsp import step_budget
 
 
 @pytest.fixture()
@@ -20,8 +21,7 @@ def test_compare_rows_budget_tables_and_resume(tiny_model_dir, tmp_path, results
                    limit=0, criterion_samples=4, speed=False)
     labels = [r["method"] for r in rows]
     assert labels == ["dense", "trsp", "shortgpt", "reverse", "shortgpt+ft", "reverse+ft"]
-    cfg = TRSPConfig.from_dict({k: v for k, v in __import__("trsp_lib.profiles", fromlist=["x"]).get_profile("tiny").items()
-                                if not k.startswith("eval_")})
+    cfg, _ = load("tiny")
     by = {r["method"]: r for r in rows}
     assert all(r["n_removed"] == 2 and len(set(r["removed"])) == 2 for r in rows[1:])
     assert by["reverse"]["removed"] == [4, 3]                       # the layers before the last of 6

@@ -85,11 +85,8 @@ def test_runner_stamp_changes_with_results(tmp_path):
 
 def test_the_literal_ablation_is_the_literal_profile():
     """The ablations chapter's "paper read literally" row must stay what `--profile literal` runs."""
-    from trsp_lib.profiles import get_profile
-    from trsp_lib.trsp import TRSPConfig
+    from trsp_lib.profiles import load
 
     ns: dict = {}
     exec(_parameters(nbformat.read(ROOT / "notebooks" / "05_ablations.ipynb", as_version=4)), ns)
-    literal = {k: v for k, v in get_profile("literal").items() if not k.startswith("eval_")}
-    default = {k: v for k, v in get_profile("default").items() if not k.startswith("eval_")}
-    assert TRSPConfig.from_dict({**default, **ns["ablations"]["the paper read literally"]}) == TRSPConfig.from_dict(literal)
+    assert load("default", **ns["ablations"]["the paper read literally"]) == load("literal")
