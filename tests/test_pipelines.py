@@ -40,6 +40,8 @@ def test_a_new_step_adds_a_key_entry_only_where_present(monkeypatch):
     assert parse("sleb+lin+ft").needs() == {"calib", "dense", "steps"} and parse("reverse").needs() == set()
     with pytest.raises(ValueError, match="must be the last step"):
         parse("sleb+ft+lin")
+    with pytest.raises(ValueError, match="a step may need only"):
+        Step("x", lambda job: {}, "x", needs=frozenset({"gpu"}))
 
 
 def test_a_config_field_added_later_changes_no_key_at_its_default(monkeypatch):

@@ -53,6 +53,10 @@ class Step:
     criterion: bool = False         # a selection fed `criterion_samples` calibration rows (recorded in the key)
     key: Callable[[TRSPConfig, dict], Any] | None = None  # (cfg, the step's options) -> its key entry (new steps only)
 
+    def __post_init__(self) -> None:
+        if not set(self.needs) <= set(NEEDS):
+            raise ValueError(f"step {self.name!r} needs {sorted(self.needs)}; a step may need only {NEEDS}")
+
 
 def _trsp(job: Job) -> dict[str, Any]:
     result = prune(job.model, job.calib, job.cfg)
