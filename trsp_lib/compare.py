@@ -45,8 +45,9 @@ def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def labels(methods: list[str], tuned: list[str]) -> list[str]:
-    """The rows at one ratio, in table order: every method, then `method+ft` for the tuned baselines."""
-    return methods + [f"{m}+ft" for m in methods if m != "trsp" and m in tuned]
+    """The rows at one ratio, in table order: every method, then `method+ft` for the tuned baselines
+    (a selection that already spends the training budget, TRSP, gets no +ft control)."""
+    return methods + [f"{m}+ft" for m in methods if m in tuned and "steps" not in SELECTIONS[m].needs]
 
 
 def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None) -> dict[str, Any]:
