@@ -5,7 +5,7 @@ import pytest
 
 from trsp_lib.compare import compare, resolve_methods, table
 from trsp_lib.profiles import load
-from trsp_lib.trsp import step_budget
+from trsp_lib.trsp import TRSPConfig, step_budget
 
 
 @pytest.fixture()
@@ -194,11 +194,12 @@ def test_pipelines_compose_selection_edits_and_healing(tiny_model_dir, tmp_path,
 
 @pytest.mark.parametrize("label", ["magic+lin", "shortgpt+ft+lin", "laco+lin", "shortgpt+lin+zz"])
 def test_bad_pipeline_labels_say_what_is_allowed(label):
-    from trsp_lib.compare import parse_pipeline
+    from trsp_lib.pipelines import parse
 
     with pytest.raises(ValueError, match="pipeline"):
-        parse_pipeline(label)
-    assert parse_pipeline("sleb+lin+kd") == ("sleb", ["lin"], "kd")
+        parse(label)
+    p = parse("sleb+lin+kd")
+    assert (p.base, [e.name for e in p.edits], p.heal.name) == ("sleb", ["lin"], "kd")
 
 
 def test_a_kd_step_lowers_the_kl_to_the_dense_model():

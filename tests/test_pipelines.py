@@ -6,15 +6,17 @@ import pytest
 import torch
 
 from trsp_lib import pipelines
-from trsp_lib.pipelines import EDITS, HEALS, Job, Step, finish, parse, select
+from trsp_lib.pipelines import Job, Step, finish, parse, select
 from trsp_lib.tiny import tiny_model
 from trsp_lib.trsp import TRSPConfig, config_key
 
 
 def legacy_key_params(label: str, ratio: float, n: int, cfg: TRSPConfig, cs: int, budget: int) -> dict:
-    """How `compare` built a row's key before the registry existed (the committed rows' keys)."""
+    """How `compare` built a row's key before the registry existed (the committed rows' keys), when
+    `TRSPConfig` had no stage2_loss and kd_temperature yet."""
     method = label.removesuffix("+ft")
-    return {"method": label, "ratio": ratio, "n": n, "config": dataclasses.asdict(cfg),
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("stage2_loss", "kd_temperature")}
+    return {"method": label, "ratio": ratio, "n": n, "config": old,
             "criterion_samples": cs if method not in ("trsp", "reverse", "random") else None,
             "ft_steps": budget if label.endswith("+ft") else 0}
 
@@ -26,17 +28,16 @@ def test_todays_rows_keep_their_key_params(label):
     assert parse(label).key_params(0.25, 8, cfg, 16, 48) == legacy_key_params(label, 0.25, 8, cfg, 16, 48)
 
 
-def test_a_new_step_adds_a_key_entry_only_where_present(monkeypatch):
-    monkeypatch.setitem(EDITS, "lin", Step("lin", lambda job: {}, "a compensation", needs=frozenset({"dense"}),
-                                           key=lambda cfg, opts: {"alpha": 0.0, **opts}))
-    monkeypatch.setitem(HEALS, "kd", Step("kd", lambda job: {}, "distillation", needs=frozenset({"dense", "steps"}),
-                                          key=lambda cfg, opts: {"kind": "kd", "temperature": opts.get("temperature", 1.0)}))
+def test_edits_and_new_healing_add_a_key_entry_only_where_present():
     cfg = TRSPConfig()
-    assert parse("sleb+ft").key_params(0.25, 8, cfg, 16, 48) == legacy_key_params("sleb+ft", 0.25, 8, cfg, 16, 48)
-    lin_ft = parse("sleb+lin+ft").key_params(0.25, 8, cfg, 16, 48, {"lin": {"alpha": 0.1}})
-    assert lin_ft["edits"] == {"lin": {"alpha": 0.1}} and "heal" not in lin_ft and lin_ft["ft_steps"] == 48
-    kd = parse("sleb+kd").key_params(0.25, 8, cfg, 16, 48)
-    assert kd["heal"] == {"kind": "kd", "temperature": 1.0} and "edits" not in kd
+    opts = {"lin": {"alpha": 0.1, "sequential": True}, "heal": {"temperature": 2.0, "lr": None}}
+    assert parse("sleb+ft").key_params(0.25, 8, cfg, 16, 48, opts) == legacy_key_params("sleb+ft", 0.25, 8, cfg, 16, 48)
+    lin_ft = parse("sleb+lin+ft").key_params(0.25, 8, cfg, 16, 48, opts)
+    assert lin_ft["edits"] == {"lin": {"alpha": 0.1, "sequential": True}} and "heal" not in lin_ft and lin_ft["ft_steps"] == 48
+    kd = parse("sleb+kd")
+    key = kd.key_params(0.25, 8, kd.configure(cfg, opts), 16, 48, opts)
+    assert key["heal"] == {"kind": "kd", "temperature": 2.0} and key["config"]["kd_temperature"] == 2.0 and "edits" not in key
+    assert parse("trsp:kd").configure(cfg, opts).stage2_loss == "kd" and parse("sleb+ft").configure(cfg, {}) == cfg
     assert parse("sleb+lin+ft").needs() == {"calib", "dense", "steps"} and parse("reverse").needs() == set()
     with pytest.raises(ValueError, match="must be the last step"):
         parse("sleb+ft+lin")
@@ -57,9 +58,9 @@ def test_a_config_field_added_later_changes_no_key_at_its_default(monkeypatch):
 
 
 def test_unknown_steps_name_the_choices():
-    with pytest.raises(ValueError, match="choose from given, trsp, shortgpt"):
+    with pytest.raises(ValueError, match="choose from given, trsp, trsp:kd, shortgpt"):
         parse("magic")
-    with pytest.raises(ValueError, match="healing: ft"):
+    with pytest.raises(ValueError, match="healing: ft, kd"):
         parse("sleb+magic")
 
 
@@ -77,7 +78,7 @@ def test_select_reuses_given_layers_unless_the_selection_changes_weights():
     info = select(parse("shortgpt+ft"), job, [0, 5])
     assert info["removed"] == [0, 5] and model.config.num_hidden_layers == 6 and job.model.config.num_hidden_layers == 4
     before = [p.detach().clone() for p in job.model.parameters()]
-    assert finish(parse("shortgpt+ft"), job) > 0
+    assert finish(parse("shortgpt+ft"), job)[0] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, job.model.parameters()))  # the healing step trained it
     with pytest.raises(ValueError, match="pass them"):
         select(parse("given"), Job(copy.deepcopy(model), 2, TRSPConfig()))

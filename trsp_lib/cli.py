@@ -117,6 +117,37 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
 
 
+def _add_compare_parser(sub) -> None:
+    c = sub.add_parser("compare", help="dense, TRSP and every baseline (+ equal-budget fine-tune) under one protocol")
+    c.add_argument("--model", default="smollm2-135m")
+    c.add_argument("--ratios", type=float, nargs="+", default=[0.25], help="pruning ratios, e.g. 0.125 0.25 0.375 0.5")
+    c.add_argument("--methods", default="all", help="all, or a comma list of trsp,shortgpt,angular,sleb,ppl,taylor,laco,reverse,random")
+    c.add_argument("--out", default="runs/compare")
+    c.add_argument("--profile", default="default", help="TRSP configuration, calibration and evaluation settings for every method")
+    c.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
+                   help="also each baseline + plain fine-tuning with TRSP's step/token budget (rows 'method+ft')")
+    c.add_argument("--finetune-methods", default=None,
+                   help="only these baselines get a +ft row, comma list (default: every baseline)")
+    c.add_argument("--tasks", default=None, help="zero-shot tasks, comma list (default: piqa,winogrande,hellaswag,arc_easy,arc_challenge)")
+    c.add_argument("--limit", type=int, default=50, help="items per zero-shot task, seeded, same for every method; 0 = skip zero-shot, -1 = full sets (hours on CPU)")
+    c.add_argument("--zs-seed", type=int, default=0)
+    c.add_argument("--criterion-samples", type=int, default=16, help="calibration sequences given to the baseline criteria")
+    c.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
+    c.add_argument("--save-models", action="store_true", help="also write OUT/<method>-<ratio>/model/")
+    c.add_argument("--force", action="store_true", help="recompute rows even when OUT/rows/ holds them")
+    c.add_argument("--cached-only", action="store_true", help="compute nothing: tabulate the rows already in OUT/rows/")
+    c.add_argument("--dtype", default=None)
+    c.add_argument("--pipelines", default=None,
+                   help="further rows selection[+lin][+ft|+kd], comma list, e.g. sleb+lin,sleb+lin+kd,trsp+lin,trsp:kd")
+    c.add_argument("--lin-alpha", type=float, default=0.0, help="ridge of the lin map, relative to mean diag(M^T M)")
+    c.add_argument("--lin-sequential", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit each run's map on the already-compensated model against the dense states")
+    c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
+    c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
+    _add_config_flags(c)
+    c.set_defaults(func=cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trsp", description="TRSP layer pruning of Hugging Face causal LMs, offline by default.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,34 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--new-tokens", type=int, default=128, help="the paper's GPU protocol also uses 128")
     sp.add_argument("--reps", type=int, default=5)
     sp.set_defaults(func=cmd_speed)
-    c = sub.add_parser("compare", help="dense, TRSP and every baseline (+ equal-budget fine-tune) under one protocol")
-    c.add_argument("--model", default="smollm2-135m")
-    c.add_argument("--ratios", type=float, nargs="+", default=[0.25], help="pruning ratios, e.g. 0.125 0.25 0.375 0.5")
-    c.add_argument("--methods", default="all", help="all, or a comma list of trsp,shortgpt,angular,sleb,ppl,taylor,laco,reverse,random")
-    c.add_argument("--out", default="runs/compare")
-    c.add_argument("--profile", default="default", help="TRSP configuration, calibration and evaluation settings for every method")
-    c.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
-                   help="also each baseline + plain fine-tuning with TRSP's step/token budget (rows 'method+ft')")
-    c.add_argument("--finetune-methods", default=None,
-                   help="only these baselines get a +ft row, comma list (default: every baseline)")
-    c.add_argument("--tasks", default=None, help="zero-shot tasks, comma list (default: piqa,winogrande,hellaswag,arc_easy,arc_challenge)")
-    c.add_argument("--limit", type=int, default=50, help="items per zero-shot task, seeded, same for every method; 0 = skip zero-shot, -1 = full sets (hours on CPU)")
-    c.add_argument("--zs-seed", type=int, default=0)
-    c.add_argument("--criterion-samples", type=int, default=16, help="calibration sequences given to the baseline criteria")
-    c.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
-    c.add_argument("--save-models", action="store_true", help="also write OUT/<method>-<ratio>/model/")
-    c.add_argument("--force", action="store_true", help="recompute rows even when OUT/rows/ holds them")
-    c.add_argument("--cached-only", action="store_true", help="compute nothing: tabulate the rows already in OUT/rows/")
-    c.add_argument("--dtype", default=None)
-    c.add_argument("--pipelines", default=None,
-                   help="further rows selection[+lin][+ft|+kd], comma list, e.g. sleb+lin,sleb+lin+kd,trsp+lin,trsp:kd")
-    c.add_argument("--lin-alpha", type=float, default=0.0, help="ridge of the lin map, relative to mean diag(M^T M)")
-    c.add_argument("--lin-sequential", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit each run's map on the already-compensated model against the dense states")
-    c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
-    c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
-    _add_config_flags(c)
-    c.set_defaults(func=cmd_compare)
+    _add_compare_parser(sub)
     return parser
 
 

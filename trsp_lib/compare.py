@@ -20,7 +20,7 @@ from .analysis import zs_stderr
 from .data import calibration_batches, eval_tokens, window_key
 from .evaluation import perplexity
 from .models import count_layers, load_model, load_tokenizer
-from .pipelines import SELECTIONS, STUDY, Job, Pipeline, finish, parse, select
+from .pipelines import HEAL_DEFAULT, LIN_DEFAULT, SELECTIONS, STUDY, Job, Pipeline, finish, parse, select
 from .profiles import EvalSettings, load
 from .provenance import atomic_path, param_key, provenance, write_json_atomic
 from .removal import remove_layers, save_model
@@ -31,13 +31,14 @@ from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot
 
 ALL_METHODS = STUDY  # what "all" means; any selection of `pipelines.SELECTIONS` is accepted by name
 DOMAINS = ("wiki", "news")
+VAL_DOMAINS = ("wiki_val", "news_val")  # scored on the pipeline rows: every tuning choice is read off these
 
 
 def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
     names = methods.split(",") if isinstance(methods, str) else list(methods)
     if names in (["all"], ("all",)):
         return list(ALL_METHODS)
-    known = [m for m in SELECTIONS if m != "given"]
+    known = [m for m in SELECTIONS if m != "given" and ":" not in m]  # trsp:kd is a pipeline row (pipelines=)
     unknown = [m for m in names if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from all, {', '.join(known)}")
@@ -50,12 +51,13 @@ def labels(methods: list[str], tuned: list[str]) -> list[str]:
     return methods + [f"{m}+ft" for m in methods if m in tuned and "steps" not in SELECTIONS[m].needs]
 
 
-def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None) -> dict[str, Any]:
-    """Perplexity on both domains (in-domain = the calibration text's) and zero-shot accuracy."""
+def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, validation: bool = False) -> dict[str, Any]:
+    """Perplexity on both domains (in-domain = the calibration text's; `validation` adds the validation
+    texts, whole, in the same windows) and zero-shot accuracy."""
     row: dict[str, Any] = {}
-    for domain in DOMAINS:
-        ids = eval_tokens(tok, domain, evals.eval_max_tokens)
-        tag = "in" if domain == cfg.calib else "out"
+    for domain in DOMAINS + (VAL_DOMAINS if validation else ()):
+        ids = eval_tokens(tok, domain, None if domain in VAL_DOMAINS else evals.eval_max_tokens)
+        tag = "in" if domain.removesuffix("_val") == cfg.calib else "out"
         row[f"ppl_{domain}"] = perplexity(model, tok, ids, seq_len=evals.eval_seq_len,
                                           batch_size=evals.eval_batch_size, desc=f"ppl {domain} ({tag}-domain)")
     if zs is not None:
@@ -74,7 +76,7 @@ class _Run:
     def __init__(self, model: str, out: Path, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, **opts: Any):
         self.name, self.out, self.cfg, self.evals, self.zs = model, out, cfg, evals, zs
         self.criterion_samples, self.force, self.cached_only = opts["criterion_samples"], opts["force"], opts["cached_only"]
-        self.save_models, self.dtype = opts["save_models"], opts["dtype"]
+        self.save_models, self.dtype, self.options = opts["save_models"], opts["dtype"], opts["options"]
         zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
         self.shared = {"model": model, "version": __version__, "eval": evals.key(), "zero_shot": zs_key,
                        "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, cfg.seed],
@@ -105,20 +107,22 @@ class _Run:
             "n_removed": 0, "removed": [], "prune_s": 0.0, **evaluate(*self.need()[:2], self.cfg, self.evals, self.zs)},
             calib_free=True)
 
-    def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict]) -> dict | None:
-        """The row of pipeline `p` at `cfg.ratio`; `earlier` holds this ratio's rows so far (layers, twins)."""
+    def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict], extra: bool = False) -> dict | None:
+        """The row of pipeline `p` at `cfg.ratio`; `earlier` holds this ratio's rows so far (layers, twins).
+        `extra`: a row of `compare(pipelines=...)`: its steps' options apply, the validation texts are scored."""
         budget = step_budget(cfg, n)
-        key_params = p.key_params(cfg.ratio, n, cfg, self.criterion_samples, budget)
-        return self.row(f"{p.label}-{cfg.ratio}", key_params, lambda: self._compute(p, cfg, n, budget, earlier))
+        cfg = p.configure(cfg, self.options) if extra else cfg
+        key_params = p.key_params(cfg.ratio, n, cfg, self.criterion_samples, budget, self.options)
+        return self.row(f"{p.label}-{cfg.ratio}", key_params, lambda: self._compute(p, cfg, n, budget, earlier, extra))
 
-    def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, budget: int, earlier: dict[str, dict]) -> dict:
+    def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, budget: int, earlier: dict[str, dict], extra: bool) -> dict:
         dense, tok, calib = self.need()
         job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, budget,
-                  dense=dense if "dense" in p.needs() else None)
+                  dense=dense if "dense" in p.needs() else None, options=self.options)
         base = earlier.get(p.base)  # the selection's own row: its layers, unless they do not rebuild it
         info = select(p, job, base["removed"] if base else None)
-        twin = next((r for label, r in earlier.items() if p.same_model_as(parse(label))
-                     and sorted(r["removed"]) == sorted(info["removed"])), None)
+        twin = None if extra else next((r for label, r in earlier.items() if p.same_model_as(parse(label))
+                                        and sorted(r["removed"]) == sorted(info["removed"])), None)
         if twin is not None:  # same layers, same (or no) further steps: the same model, so the same scores
             print(f"[{p.label}-{cfg.ratio}] removes the same layers as {twin['method']}: reusing its scores")
             scores = {"same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
@@ -126,10 +130,14 @@ class _Run:
             if self.save_models:  # the twin's weights were edited or trained: this copy too, before saving
                 finish(p, job)
         else:
-            post_s = finish(p, job)
-            scores = evaluate(job.model, tok, cfg, self.evals, self.zs)
-        if len(p.steps) > 1:  # the row's time: selection (rerun, or its own row's) + edits and healing
-            reused = base is not None and not p.select.changes_weights
+            post_s, post = finish(p, job)
+            info.update(post)
+            scores = evaluate(job.model, tok, cfg, self.evals, self.zs, validation=extra)
+        reused = base is not None and not p.select.changes_weights
+        if extra:  # selection (with its own row's time when reused), then edits and healing
+            select_s = info["prune_s"] + (base["prune_s"] if reused else 0.0)
+            info.update({"prune_s": select_s + post_s, "select_s": select_s, "ft_s": post_s})
+        elif len(p.steps) > 1:  # the row's time: selection (rerun, or its own row's) + edits and healing
             info["ft_s"] = post_s
             info["prune_s"] += post_s + (base["prune_s"] if reused else 0.0)
         tokens = budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len
@@ -160,7 +168,8 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             finetune_baselines: bool | str | list[str] = True, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS,
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
-            overrides: dict | None = None, cached_only: bool = False) -> list[dict]:
+            overrides: dict | None = None, cached_only: bool = False, pipelines: str | list[str] | None = None,
+            lin: dict | None = None, heal: dict | None = None) -> list[dict]:
     """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}
     when `out` is given; without it, rows are cached under the results directory, see `default_out`).
 
@@ -170,11 +179,17 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     `finetune_baselines`: True (every baseline gets a +ft row), False, or the methods that do.
     `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
     `cached_only` computes nothing: the table of the rows that exist (e.g. while a long run is going).
+    `pipelines`: further rows as labels selection[+lin][+ft|+kd] (e.g. "sleb+lin+kd", "trsp+lin",
+    "trsp:kd"; `pipelines.parse`), computed after the plain rows on the same calibration tokens; `lin`
+    sets the compensation ({"alpha": 0.0, "sequential": True}); `heal` the pipelines' healing
+    ({"temperature": 1.0, "lr": None}), which enters only those rows' keys (the plain rows keep theirs).
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise TypeError(f"overrides must be a dict of TRSPConfig fields, got {type(overrides).__name__} {overrides!r}; "
                         "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' (-p passes a string)")
     methods = resolve_methods(methods)
+    extra = [parse(p) for p in (pipelines.split(",") if isinstance(pipelines, str) else pipelines or []) if p]
+    options = {"lin": {**LIN_DEFAULT, **(lin or {})}, "heal": {**HEAL_DEFAULT, **(heal or {})}}
     tuned = (methods if finetune_baselines is True else [] if finetune_baselines is False
              else resolve_methods(finetune_baselines))  # which baselines also get a +ft row
     base_cfg, evals = load(profile, **(overrides or {}))
@@ -184,16 +199,16 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     provenance()  # fixes the commit this run reports (see provenance.git_commit)
     run = _Run(model, Path(out) if out is not None else default_out(model), base_cfg, evals, zs,
                criterion_samples=criterion_samples, force=force, cached_only=cached_only, save_models=save_models,
-               dtype=dtype)
+               dtype=dtype, options=options)
     rows = [r for r in [run.dense()] if r is not None]
     for ratio in ratios:
         cfg = replace(base_cfg, ratio=ratio)
         n = cfg.validate(run.n_layers)
         done: dict[str, dict] = {}
-        for label in labels(methods, tuned):
-            row = run.method(parse(label), cfg, n, done)
+        for p, is_extra in [(parse(label), False) for label in labels(methods, tuned)] + [(p, True) for p in extra]:
+            row = run.method(p, cfg, n, done, is_extra)
             if row is not None:
-                done[label] = row
+                done[p.label] = row
                 rows.append(row)
         sp = run.speed(ratio, n, done) if speed else None
         for row in done.values() if sp else ():
@@ -205,7 +220,8 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         write_results(run.out, rows, {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile,
                                       "overrides": overrides or {}, "finetune_baselines": finetune_baselines,
                                       "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
-                                      "criterion_samples": criterion_samples, "speed": speed, "eval": evals.key()})
+                                      "criterion_samples": criterion_samples, "speed": speed, "eval": evals.key(),
+                                      "pipelines": [p.label for p in extra], **options})
     return rows
 
 

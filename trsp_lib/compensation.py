@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .adapters import get_adapter, get_layers
-from .models import input_device
+from .devices import input_device
 from .removal import remove_layers
 
 

@@ -12,15 +12,17 @@ entry only when a new kind of step is present, so adding steps never changes a c
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import criteria
+from .compensation import compensate, compensate_removed
 from .removal import remove_layers
 from .trsp import TRSPConfig, config_key, finetune, prune
 
@@ -39,6 +41,8 @@ class Job:
     budget: int = 0                 # optimizer steps of a healing step (TRSP's: `trsp.step_budget`)
     dense: nn.Module | None = None  # the unpruned model, for steps that compare with it
     layers: list[int] = field(default_factory=list)  # what the selection removed (original indices)
+    removal_deferred: bool = False  # the selection chose `layers` but left them for an edit (lin) to remove
+    options: dict[str, dict] = field(default_factory=dict)  # per `Step.options` name, the step's settings
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class Step:
     changes_weights: bool = False   # a selection that trains or merges: its layers alone do not rebuild its model
     criterion: bool = False         # a selection fed `criterion_samples` calibration rows (recorded in the key)
     key: Callable[[TRSPConfig, dict], Any] | None = None  # (cfg, the step's options) -> its key entry (new steps only)
+    options: str | None = None      # which of compare's option dicts the step reads ("lin", "heal")
+    configure: Callable[[TRSPConfig, dict], TRSPConfig] | None = None  # how the step's options change the config
+    takes_edits: bool = True        # a selection that edits may follow (LaCo's merge: none)
+    removes_layers: bool = False    # an edit that deletes the selected layers itself (lin compensates as it removes)
 
     def __post_init__(self) -> None:
         if not set(self.needs) <= set(NEEDS):
@@ -78,9 +86,40 @@ def criterion(fn: Callable[..., list[int]], calib: bool = True, edits_weights: b
                 changes_weights=edits_weights, criterion=calib)
 
 
+def _trsp_kd(job: Job) -> dict[str, Any]:
+    result = prune(job.model, job.calib, job.cfg, teacher=job.dense)
+    job.layers = result.removed
+    return {"final_scales": result.final_scales, "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
+            "trajectory": result.trajectory, "timings": result.timings}
+
+
 def _ft(job: Job) -> dict[str, Any]:
     finetune(job.model, job.calib, job.budget, job.cfg)
     return {}
+
+
+def _kd(job: Job) -> dict[str, Any]:
+    finetune(job.model, job.calib, job.budget, job.cfg, teacher=job.dense)
+    return {}
+
+
+def _lin(job: Job) -> dict[str, Any]:
+    """Selected layers still in place: remove them, compensating each run; already gone (TRSP): compensate."""
+    opts = {**LIN_DEFAULT, **job.options.get("lin", {})}
+    if job.removal_deferred:
+        job.removal_deferred = False
+        return {"lin": compensate(job.model, job.layers, job.calib, dense=job.dense, **opts)}
+    return {"lin": compensate_removed(job.model, job.layers, job.calib, job.dense, opts["alpha"])}
+
+
+def _heal_config(cfg: TRSPConfig, opts: dict) -> TRSPConfig:
+    """The healing options of pipeline rows: the KD temperature, and a learning rate (None: the profile's)."""
+    opts = {**HEAL_DEFAULT, **opts}
+    return replace(cfg, kd_temperature=opts["temperature"], lr=opts["lr"] or cfg.lr)
+
+
+LIN_DEFAULT = {"alpha": 0.0, "sequential": True}
+HEAL_DEFAULT = {"temperature": 1.0, "lr": None}  # of the pipeline rows' healing (and trsp:kd); lr None = the profile's
 
 
 def _given(job: Job) -> dict[str, Any]:
@@ -91,22 +130,32 @@ SELECTIONS: dict[str, Step] = {
     "given": Step("given", _given, "layers chosen elsewhere (another run's), deleted as they are"),
     "trsp": Step("trsp", _trsp, "TRSP: gates under an l1 penalty pick the layers, stage 2 trains them toward identity",
                  needs=frozenset({"calib", "steps"}), changes_weights=True),
+    "trsp:kd": Step("trsp:kd", _trsp_kd, "TRSP with distillation from the dense model in place of stage 2's LM loss",
+                    needs=frozenset({"calib", "steps", "dense"}), changes_weights=True, options="heal",
+                    configure=lambda cfg, opts: replace(_heal_config(cfg, opts), stage2_loss="kd")),
     "shortgpt": criterion(criteria.shortgpt),
     "angular": criterion(criteria.angular),
     "sleb": criterion(criteria.sleb),
     "ppl": criterion(criteria.ppl),
     "taylor": criterion(criteria.taylor),
-    "laco": criterion(criteria.laco, edits_weights=True),
+    "laco": replace(criterion(criteria.laco, edits_weights=True), takes_edits=False),
     "reverse": criterion(criteria.reverse, calib=False),
     "random": criterion(criteria.random_layers, calib=False, seeded=True),
     "magnitude": criterion(criteria.magnitude, calib=False),
 }
 #: The selections the study compares (`compare(methods="all")`); any other entry is available by name.
 STUDY = ("trsp", "shortgpt", "angular", "sleb", "ppl", "taylor", "laco", "reverse", "random")
-EDITS: dict[str, Step] = {}
+EDITS: dict[str, Step] = {
+    "lin": Step("lin", _lin, "ReplaceMe-style closed-form map per removed run, folded into the layer before it",
+                needs=frozenset({"calib", "dense"}), options="lin", removes_layers=True,
+                key=lambda cfg, opts: {**LIN_DEFAULT, **opts}),
+}
 HEALS: dict[str, Step] = {
     "ft": Step("ft", _ft, "plain LM fine-tuning of every weight with TRSP's optimizer, batches and step budget",
-               needs=frozenset({"calib", "steps"})),
+               needs=frozenset({"calib", "steps"}), options="heal", configure=_heal_config),
+    "kd": Step("kd", _kd, "distillation from the dense model (KL at a temperature), TRSP's batches and step budget",
+               needs=frozenset({"calib", "steps", "dense"}), options="heal", configure=_heal_config,
+               key=lambda cfg, opts: {"kind": "kd", "temperature": cfg.kd_temperature}),
 }
 
 
@@ -129,8 +178,12 @@ class Pipeline:
     def needs(self) -> frozenset[str]:
         return frozenset().union(*(s.needs for s in self.steps))
 
-    def trains(self) -> bool:
-        return self.heal is not None
+    def configure(self, cfg: TRSPConfig, options: dict[str, dict]) -> TRSPConfig:
+        """The configuration this pipeline runs with: each step's options applied (pipeline rows only)."""
+        for step in self.steps:
+            if step.configure is not None:
+                cfg = step.configure(cfg, options.get(step.options, {}))
+        return cfg
 
     def key_params(self, ratio: float, n: int, cfg: TRSPConfig, criterion_samples: int, budget: int,
                    options: dict[str, dict] | None = None) -> dict:
@@ -142,9 +195,9 @@ class Pipeline:
                   "criterion_samples": criterion_samples if self.select.criterion else None,
                   "ft_steps": budget if self.heal else 0}
         if self.edits:
-            params["edits"] = {e.name: e.key(cfg, options.get(e.name, {})) if e.key else {} for e in self.edits}
+            params["edits"] = {e.name: e.key(cfg, options.get(e.options, {})) if e.key else {} for e in self.edits}
         if self.heal and self.heal.key:
-            params["heal"] = self.heal.key(cfg, options.get(self.heal.name, {}))
+            params["heal"] = self.heal.key(cfg, options.get(self.heal.options, {}))
         return params
 
     def same_model_as(self, other: Pipeline) -> bool:
@@ -154,39 +207,49 @@ class Pipeline:
 
 
 def parse(label: str) -> Pipeline:
-    """`sleb+ft` -> Pipeline(select=sleb, heal=ft): a selection, then edits, then at most one healing step, last."""
+    """`sleb+lin+ft` -> Pipeline(select=sleb, edits=(lin,), heal=ft): a selection, edits, at most one healing step, last."""
     name, *rest = label.split("+")
     if name not in SELECTIONS:
-        raise ValueError(f"unknown selection {name!r} in {label!r}; choose from {', '.join(SELECTIONS)}")
+        raise ValueError(f"pipeline {label!r}: unknown selection {name!r}; choose from {', '.join(SELECTIONS)}")
     edits, heal = [], None
     for step in rest:
         if heal is not None:
-            raise ValueError(f"{label!r}: healing ({heal.name}) must be the last step")
-        if step in EDITS:
+            raise ValueError(f"pipeline {label!r}: healing ({heal.name}) must be the last step")
+        if step in EDITS and SELECTIONS[name].takes_edits:
             edits.append(EDITS[step])
         elif step in HEALS:
             heal = HEALS[step]
         else:
-            raise ValueError(f"unknown step {step!r} in {label!r}; edits: {', '.join(EDITS) or 'none'}; "
+            raise ValueError(f"pipeline {label!r}: {step!r} cannot follow; edits: {', '.join(EDITS)} "
+                             f"(none after {', '.join(k for k, v in SELECTIONS.items() if not v.takes_edits)}); "
                              f"healing: {', '.join(HEALS)}")
     return Pipeline(label, SELECTIONS[name], tuple(edits), heal)
 
 
 def select(p: Pipeline, job: Job, layers: list[int] | None = None) -> dict[str, Any]:
-    """Run the selection on `job.model` (or delete the given `layers` when they rebuild its model)."""
+    """Run the selection on `job.model` (or take the given `layers` when they rebuild its model). When the
+    first edit removes the layers itself (lin), a plain selection leaves them in place for it."""
     t0 = time.perf_counter()
-    if layers is not None and not p.select.changes_weights:
+    defer = bool(p.edits) and p.edits[0].removes_layers and not p.select.changes_weights
+    if layers is not None and not p.select.changes_weights:  # another row's layers: the same model
         job.layers = [int(i) for i in layers]
-        remove_layers(job.model, job.layers)
-        extra = {}
+        extra: dict[str, Any] = {}
+        if not defer:
+            remove_layers(job.model, job.layers)
+    elif defer:  # choose on a scratch copy: the model keeps every layer for the edit
+        scratch = replace(job, model=copy.deepcopy(job.model))
+        extra = p.select.run(scratch)
+        job.layers = scratch.layers
     else:
         extra = p.select.run(job)
+    job.removal_deferred = defer
     return {"removed": [int(i) for i in job.layers], "prune_s": time.perf_counter() - t0, **extra}
 
 
-def finish(p: Pipeline, job: Job) -> float:
-    """Run the edits and the healing step; returns their seconds."""
+def finish(p: Pipeline, job: Job) -> tuple[float, dict[str, Any]]:
+    """Run the edits and the healing step; returns their seconds and what they record (e.g. lin's fits)."""
     t0 = time.perf_counter()
+    info: dict[str, Any] = {}
     for step in p.steps[1:]:
-        step.run(job)
-    return time.perf_counter() - t0
+        info.update(step.run(job))
+    return time.perf_counter() - t0, info
