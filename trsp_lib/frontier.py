@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-from .compare import compare, parse_pipeline
+from .compare import compare
+from .pipelines import parse
 
 VALIDATION = "ppl_wiki_val"  # the one metric every tuning decision in the frontier chapter reads
 
@@ -25,7 +26,7 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
     """Run `label` once per grid point (`what` = "lin" or "heal"); return the record and the chosen point.
 
     The record lists every setting with its validation and test perplexity (the chapter plots it)."""
-    selection = parse_pipeline(label)[0].split(":")[0]
+    selection = parse(label).select.name.split(":")[0]
     candidates = []
     for point in grid:
         rows = compare(methods=[selection], finetune_baselines=False, pipelines=[label], **{what: point}, **compare_kw)
@@ -50,8 +51,8 @@ def describe(label: str) -> dict[str, str]:
     """Human names for a row label: selection, weight edit, healing."""
     if label == "dense":
         return {"selection": "none (dense)", "compensation": "-", "healing": "-"}
-    selection, edits, heal = parse_pipeline(label)
+    p = parse(label)
     names = {"ft": "fine-tune (LM loss)", "kd": "distillation (KL to dense)"}
-    sel = "TRSP, KD loss in stage 2" if selection == "trsp:kd" else ("TRSP" if selection == "trsp" else selection)
-    return {"selection": sel, "compensation": "lin (closed form)" if edits else "none",
-            "healing": names.get(heal, "none")}
+    sel = {"trsp:kd": "TRSP, KD loss in stage 2", "trsp": "TRSP"}.get(p.base, p.base)
+    return {"selection": sel, "compensation": "lin (closed form)" if p.edits else "none",
+            "healing": names.get(p.heal.name if p.heal else None, "none")}
