@@ -53,10 +53,10 @@ def labels(methods: list[str], tuned: list[str]) -> list[str]:
 
 def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, validation: bool = False) -> dict[str, Any]:
     """Perplexity on both domains (in-domain = the calibration text's; `validation` adds the validation
-    texts, whole, in the same windows) and zero-shot accuracy."""
+    texts, cut and windowed like the test texts) and zero-shot accuracy."""
     row: dict[str, Any] = {}
     for domain in DOMAINS + (VAL_DOMAINS if validation else ()):
-        ids = eval_tokens(tok, domain, None if domain in VAL_DOMAINS else evals.eval_max_tokens)
+        ids = eval_tokens(tok, domain, evals.eval_max_tokens)
         tag = "in" if domain.removesuffix("_val") == cfg.calib else "out"
         row[f"ppl_{domain}"] = perplexity(model, tok, ids, seq_len=evals.eval_seq_len,
                                           batch_size=evals.eval_batch_size, desc=f"ppl {domain} ({tag}-domain)")
