@@ -16,8 +16,8 @@ def _parameters(nb) -> str:
     return cells[0].source
 
 
-def test_eight_chapters():
-    assert [p.stem[:2] for p in CHAPTERS] == [f"0{i}" for i in range(1, 9)]
+def test_nine_chapters():
+    assert [p.stem[:2] for p in CHAPTERS] == [f"0{i}" for i in range(1, 10)]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
