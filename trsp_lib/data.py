@@ -12,9 +12,8 @@ Built-in names:
   (news test split), ``"wiki_val"`` / ``"news_val"`` (validation: every tuning decision is taken on
   these, never on test), ``"wiki-calib"`` (the Wikipedia calibration split, for diagnostics);
 * calibration (``calibration_batches``): ``"wiki"`` and ``"news"``, each disjoint from the test
-  split of the same name, so a calibration-domain ablation leaks no test text.
-
-Anything else is read as a path to a UTF-8 text file.
+  split of the same name, so a calibration-domain ablation leaks no test text. Anything else is
+  read as a path to a UTF-8 text file.
 """
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DATA_DIR", "TEXTS", "CALIB", "WIKITEXT2", "DataError", "data_dir", "load_text",
-           "calibration_batches", "eval_tokens"]
+__all__ = ["DATA_DIR", "TEXTS", "CALIB", "WIKITEXT2", "DataError", "data_dir", "load_text", "calibration_batches", "eval_tokens"]
 
 #: The repository's data directory; ``TRSP_DATA_DIR`` overrides it (also read at call time).
 DATA_DIR: Path = Path(os.environ.get("TRSP_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
@@ -272,8 +270,7 @@ def window_starts(n_ids: int, body: int, n_samples: int, seed: int, spans: list[
     return starts
 
 
-def _redraw_overlaps(starts: torch.Tensor, body: int, spans: list[tuple[int, int]], n_ids: int,
-                     gen: torch.Generator) -> None:
+def _redraw_overlaps(starts: torch.Tensor, body: int, spans: list[tuple[int, int]], n_ids: int, gen: torch.Generator) -> None:
     """Redraw, in place, each window that would overlap a validation span (seed 0 never needs to:
     its windows, which every committed result used, are the ones the validation split was chosen around)."""
     def overlaps(s: int) -> bool:
