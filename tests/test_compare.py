@@ -226,3 +226,21 @@ def test_a_kd_step_lowers_the_kl_to_the_dense_model():
     trajectory = finetune(student, calib, 8, cfg, teacher=dense)
     assert kl() < 0.9 * before and trajectory[-1]["lm"] < trajectory[0]["lm"]
     assert kd_loss(dense(input_ids=calib).logits, dense(input_ids=calib).logits).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rows_record_the_parameters_their_key_hashes(tiny_model_dir, tmp_path, results_dir):
+    from trsp_lib.provenance import param_key
+
+    out = tmp_path / "cmp"
+    rows = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", out=out, profile="tiny", limit=0,
+                   speed=False, finetune_baselines=False)
+    for row in rows:
+        assert param_key(row["params"]) == row["key"]
+    assert rows[1]["params"]["calib"][3] == 0 and rows[1]["params"]["config"]["seed"] == 0  # seed readable
+    path = next((out / "rows").glob("reverse-*.json"))
+    old = json.loads(path.read_text())
+    del old["params"]  # a row written before rows carried their parameters
+    path.write_text(json.dumps(old))
+    again = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", out=out, profile="tiny", limit=0,
+                    speed=False, finetune_baselines=False)
+    assert again[1]["params"] == rows[1]["params"] and json.loads(path.read_text())["params"] == rows[1]["params"]

@@ -99,8 +99,14 @@ class _Run:
         key = param_key({**shared, **key_params})
         head = {"method": key_params["method"], "ratio": key_params.get("ratio", 0.0), "model": self.name,
                 "n_layers": self.n_layers}  # other parameters -> another file: both stay cached
-        return stored(self.out / "rows" / f"{name}-{key}.json", key, lambda: {**head, **compute()}, force=self.force,
-                      cached_only=self.cached_only, name=name)
+        path = self.out / "rows" / f"{name}-{key}.json"
+        params = {**shared, **key_params}  # what the key hashes, readable: seed, calibration, limit, config
+        record = stored(path, key, lambda: {**head, "params": params, **compute()}, force=self.force,
+                        cached_only=self.cached_only, name=name)
+        if record is not None and "params" not in record:  # rows written before rows carried them
+            record["params"] = params
+            write_json_atomic(path, record)
+        return record
 
     def dense(self) -> dict | None:
         return self.row("dense", {"method": "dense"}, lambda: {
