@@ -113,6 +113,15 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
         if call.get("speed", True):
             assert all("speedup_prefill" in r for r in rows), f"speed row missing for {call}"
         found |= {r["key"] for r in rows}
+    from trsp_lib.frontier import study
+
+    p = notebook_params("09_instead")  # the frontier chapter: its searches and pipelines
+    run = study(p["model"], p["ratio"], p["selections"], p["search_selection"], p["lin_grid"], p["heal_grid"],
+                p["lin_pipelines"], p["healed_pipelines"], profile=p["profile"], limit=p["limit"],
+                criterion_samples=p["criterion_samples"], overrides={"seed": p["seed"], "device": p["device"]},
+                cached_only=True)
+    assert "not computed" not in capsys.readouterr().out
+    found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
     rows_on_disk = [p for p in committed.glob("compare-*/rows/*.json") if not p.name.startswith("speed-")]
     assert rows_on_disk
     assert sorted(p.name for p in rows_on_disk if p.stem.rsplit("-", 1)[1] not in found) == []

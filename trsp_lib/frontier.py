@@ -28,15 +28,42 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
     The record lists every setting with its validation and test perplexity (the chapter plots it)."""
     selection = parse(label).select.name.split(":")[0]
     candidates = []
+    searched = compare_kw.pop("searched", None)
     for point in grid:
         rows = compare(methods=[selection], finetune_baselines=False, pipelines=[label], **{what: point}, **compare_kw)
         candidates.append((point, next(r for r in rows if r["method"] == label)))
+    if searched is not None:
+        searched += [row for _, row in candidates]
     best, _ = pick_on_validation(candidates)
     record = [{"pipeline": label, **{f"{what}.{k}": v for k, v in point.items()},
                "PPL wiki (val)": row.get("ppl_wiki_val"), "PPL news (val)": row.get("ppl_news_val"),
                "PPL wiki (test)": row["ppl_wiki"], "PPL news (test)": row["ppl_news"], "chosen": point == best}
               for point, row in candidates]
     return record, best
+
+
+def study(model: str, ratio: float, selections: str, search_selection: str, lin_grid: list[dict],
+          heal_grid: list[dict], lin_pipelines: str, healed_pipelines: str, **compare_kw) -> dict:
+    """The frontier chapter's runs, in order: the three declared searches on validation text (lin, then
+    the fine-tune and distillation learning rates / temperature on the chosen lin), the plain rows, every
+    selection + lin, and the healed pipelines with the chosen settings. Returns records, choices and rows."""
+    common = {"model": model, "ratios": [ratio], "speed": False, **compare_kw}
+    searched: list[dict] = []
+    lin_record, lin_best = search(f"{search_selection}+lin", lin_grid, "lin", searched=searched, **common)
+    ft_grid = [h for h in heal_grid if h.get("temperature", 1.0) == 1.0]
+    ft_record, ft_best = search(f"{search_selection}+lin+ft", ft_grid, "heal", lin=lin_best, searched=searched,
+                                **common)
+    kd_record, kd_best = search(f"{search_selection}+lin+kd", heal_grid, "heal", lin=lin_best, searched=searched,
+                                **common)
+    rows = compare(methods=selections, finetune_baselines=True, **common)
+    rows += compare(methods=selections, finetune_baselines=False, pipelines=lin_pipelines, lin=lin_best, **common)
+    for label in [p for p in healed_pipelines.split(",") if p]:
+        heal = kd_best if label.endswith("kd") else ft_best
+        rows += compare(methods=selections, finetune_baselines=False, pipelines=[label], lin=lin_best, heal=heal,
+                        **common)
+    unique = list({r["key"]: r for r in rows}.values())
+    return {"record": lin_record + ft_record + kd_record, "lin": lin_best, "ft": ft_best, "kd": kd_best,
+            "rows": unique, "searched": searched}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
