@@ -56,3 +56,17 @@ def test_chance_line_is_the_expected_accuracy_of_guessing(styled):
     assert any(t.get_text() == f"chance {level:.2f}" for t in ax.texts)
     assert fig.get_size_inches()[0] == style.TEXT_WIDTH_IN
     plt.close(fig)
+
+
+def test_method_names_and_plain_log_ticks(styled):
+    assert style.method_name("sleb+ft") == "SLEB + fine-tune" and style.method_name("trsp") == "TRSP"
+    assert style.method_name("shortgpt+lin") == "shortgpt+lin"  # unknown: passed through, never guessed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([20, 900], [0, 1])
+    style.plain_log_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ax.get_xscale() == "log" and "50" in labels and "100" in labels and "500" in labels
+    plt.close(fig)

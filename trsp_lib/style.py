@@ -44,6 +44,18 @@ PANDAS: dict[str, Any] = {
 }
 
 
+#: Human names of the methods, for tables and figures (a `+ft` suffix reads "+ fine-tune").
+METHOD_NAMES = {"dense": "dense", "trsp": "TRSP", "shortgpt": "ShortGPT", "angular": "angular distance",
+                "sleb": "SLEB", "ppl": "PPL (Shortened LLaMA)", "taylor": "Taylor+ (Shortened LLaMA)",
+                "laco": "LaCo", "reverse": "reverse order", "random": "random"}
+
+
+def method_name(method: str) -> str:
+    """'sleb+ft' -> 'SLEB + fine-tune'; unknown names pass through."""
+    base, ft = (method[:-3], True) if method.endswith("+ft") else (method, False)
+    return METHOD_NAMES.get(base, base) + (" + fine-tune" if ft else "")
+
+
 def use() -> None:
     """Apply the matplotlib and pandas settings above to this process (idempotent)."""
     import matplotlib
@@ -64,14 +76,30 @@ def figsize(aspect: float = 0.5, fraction: float = 1.0) -> tuple[float, float]:
     return width(fraction), width(fraction) * aspect
 
 
-def reference_line(ax, y: float, label: str, kind: str = "reference", **kw: Any):
-    """A horizontal dashed line at y, labelled at its right end inside the axes (no legend entry needed)."""
+def reference_line(ax, at: float, label: str, kind: str = "reference", vertical: bool = False, **kw: Any):
+    """A dashed line at y = at (x = at if vertical), labelled at its end inside the axes (no legend entry needed)."""
     colour = kw.pop("color", REFERENCE_COLOURS.get(kind, REFERENCE_COLOURS["reference"]))
-    line = ax.axhline(y, color=colour, linestyle=kw.pop("linestyle", "--"), linewidth=kw.pop("linewidth", 1.0),
-                      zorder=kw.pop("zorder", 1), **kw)
-    ax.annotate(label, xy=(1, y), xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points",
-                ha="right", va="bottom", color=colour, fontsize="small")
+    style = {"color": colour, "linestyle": kw.pop("linestyle", "--"), "linewidth": kw.pop("linewidth", 1.0),
+             "zorder": kw.pop("zorder", 1), **kw}
+    line = ax.axvline(at, **style) if vertical else ax.axhline(at, **style)
+    if vertical:
+        ax.annotate(label, xy=(at, 1), xycoords=("data", "axes fraction"), xytext=(3, -4), textcoords="offset points",
+                    ha="left", va="top", color=colour, fontsize="small")
+    else:
+        ax.annotate(label, xy=(1, at), xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points",
+                    ha="right", va="bottom", color=colour, fontsize="small")
     return line
+
+
+def plain_log_axis(ax, axis: str = "x") -> None:
+    """Log scale with ticks at 1, 2, 5 x 10^k written as plain numbers (20, 50, 100), no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def chance_line(ax, tasks: tuple[str, ...] | list[str] | None = None, limit: int | None = None, seed: int = 0):
