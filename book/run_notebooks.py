@@ -70,21 +70,20 @@ def warnings_in(nb_path: Path) -> list[str]:
 
 
 #: Cell tags that already say how a cell's code shows; a code cell with none of them is collapsed.
-SHOWN_AS = {"parameters", "injected-parameters", "show-input", "hide-input", "remove-input", "remove-cell", "hide-cell"}
+SHOWN_AS = {"parameters", "show-input", "hide-input", "remove-input", "remove-cell", "hide-cell"}
 
 
 def collapse_code(nb_path: Path) -> None:
     """Collapse the code of every cell not tagged otherwise (myst-nb's `hide-input`: one click shows it).
 
     Why: a page of the study shows questions, figures and findings; its code is there for those who
-    want it. The parameters cells stay open (they are what a rerun changes); a cell tagged `show-input`
-    stays open too (chapter 1, where the code is the lesson).
+    want it. The parameters cell stays open (what a rerun changes; the book profile's injected values
+    are collapsed under it), and so does a cell tagged `show-input` (chapter 1: there the code is the lesson).
     """
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
-        tags = cell.metadata.setdefault("tags", [])
-        if cell.cell_type == "code" and not SHOWN_AS & set(tags):
-            tags.append("hide-input")
+        if cell.cell_type == "code" and not SHOWN_AS & set(cell.metadata.get("tags", [])):
+            cell.metadata.setdefault("tags", []).append("hide-input")
     nbformat.write(nb, nb_path)
 
 
