@@ -47,7 +47,8 @@ PROBE_JS = """async () => {
   const shown = el => el.getClientRects().length > 0;
   const name = el => (el.innerText || el.getAttribute('src') || '').trim().split('\\n')[0].slice(0, 50);
   const imgs = [...root.querySelectorAll('img')];
-  await Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })));
+  imgs.forEach(i => { i.loading = 'eager'; });
+  await Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; setTimeout(r, 15000); })));
   return {
     column,
     outputs: [...root.querySelectorAll('.cell_output .output')].map(o => ({cls: o.className, text: o.innerText})),
@@ -55,7 +56,7 @@ PROBE_JS = """async () => {
       what: el.tagName === 'PRE' ? 'code block' : 'table', name: name(el),
       width: el.getBoundingClientRect().width + Math.max(0, el.scrollWidth - el.clientWidth)})),
     images: imgs.map(i => ({src: i.getAttribute('src') || '', ok: i.complete && i.naturalWidth > 0,
-      width: i.getBoundingClientRect().width,
+      width: i.getBoundingClientRect().width, shown: shown(i),
       caption: i.closest('figure')?.querySelector('figcaption')?.innerText || ''})),
   };
 }"""
@@ -107,7 +108,7 @@ def layout_problems(probe: dict) -> list[str]:
             continue
         if not img["caption"].strip():
             problems.append(f"figure without a caption: {img['src']}")
-        if img["width"] < WIDTH_TOLERANCE * column:
+        if img["shown"] and img["width"] < WIDTH_TOLERANCE * column:  # a collapsed output is not measured
             problems.append(f"image narrower than the column ({img['width']:.0f} < {column:.0f} px): {img['src']}")
     return problems
 
