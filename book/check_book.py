@@ -40,17 +40,22 @@ TEXT_PROBLEMS = [
     ("truncated table", re.compile(r"^\d+ rows × \d+ columns$")),
 ]
 
+#: MyST that reached the page as text (a fence or role the parser did not take), outside <code>.
+MARKUP = re.compile(r"```|:::\{|\{(doc|ref|numref|cite|eq|glue|math)(:\w+)?\}`")
+
 PROBE_JS = """async () => {
   const root = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
   const cs = getComputedStyle(root);
   const column = root.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
   const shown = el => el.getClientRects().length > 0;
   const name = el => (el.innerText || el.getAttribute('src') || '').trim().split('\\n')[0].slice(0, 50);
+  const prose = el => [...el.childNodes].map(n => n.nodeType === 3 ? n.textContent : n.nodeName === 'CODE' ? '' : prose(n)).join('');
   const imgs = [...root.querySelectorAll('img')];
   imgs.forEach(i => { i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; setTimeout(r, 15000); })));
   return {
     column,
+    prose: [...root.querySelectorAll('p, li, h1, h2, h3')].map(prose),
     outputs: [...root.querySelectorAll('.cell_output .output')].map(o => ({cls: o.className, text: o.innerText})),
     wide: [...root.querySelectorAll('table, pre')].filter(shown).map(el => ({
       what: el.tagName === 'PRE' ? 'code block' : 'table', name: name(el),
@@ -98,9 +103,10 @@ def text_problems(outputs: list[dict]) -> list[str]:
 
 
 def layout_problems(probe: dict) -> list[str]:
-    """Tables and code wider than the text column; images broken, uncaptioned or narrower than the column."""
+    """Unrendered MyST; tables and code wider than the text column; images broken, uncaptioned or narrow."""
     column = probe["column"]
-    problems = [f"{w['what']} wider than the column ({w['width']:.0f} > {column:.0f} px): {w['name']!r}"
+    problems = [f"unrendered markup: {t.strip()[:80]!r}" for t in probe["prose"] if MARKUP.search(t)]
+    problems += [f"{w['what']} wider than the column ({w['width']:.0f} > {column:.0f} px): {w['name']!r}"
                 for w in probe["wide"] if w["width"] > column + 1]
     for img in probe["images"]:
         if not img["ok"]:
@@ -115,7 +121,7 @@ def layout_problems(probe: dict) -> list[str]:
 
 def check_page(page, url: str, shot: Path) -> list[str]:
     """Load one page, save its screenshot, return its problems."""
-    response = page.goto(url, wait_until="load")
+    response = page.goto(url, wait_until="networkidle")  # fonts and MathJax settle before the screenshot
     if response is None or not response.ok:
         return [f"HTTP status {response.status if response else '?'}"]
     probe = page.evaluate(PROBE_JS)
