@@ -1,7 +1,6 @@
 """Tests of book/check_book.py on small synthetic pages: each problem is found, a clean page passes."""
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest

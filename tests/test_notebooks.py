@@ -103,3 +103,17 @@ def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
     got = [c.metadata.get("tags") for c in nbformat.read(path, as_version=4).cells]
     assert got == [["parameters"], ["injected-parameters", "hide-input"], ["hide-input"], ["show-input"],
                    ["remove-input"], ["hide-output", "hide-input"], None]
+
+
+def test_intro_reads_the_baselines_chapters_rows():
+    """The intro's verdict repeats chapter 4's compare calls: same parameters, so the same cached rows."""
+    intro, baselines = (dict(_exec(_parameters(nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4))))
+                        for n in ("00_intro", "04_baselines"))
+    shared = set(intro) - {"__builtins__"}
+    assert shared and {k: intro[k] for k in shared} == {k: baselines[k] for k in shared}
+
+
+def _exec(source: str) -> dict:
+    scope: dict = {}
+    exec(source, scope)
+    return scope
