@@ -56,7 +56,8 @@ book-tiny: setup
 	$(PY) book/run_notebooks.py --profile tiny
 	.venv/bin/jupyter-book build book -W -n --keep-going --quiet
 
-# Headless Chromium (system package, never downloaded): every built page loads, every figure image renders.
+# Headless Chromium (system package, never downloaded), driven by Playwright: no log lines, tracebacks, warnings,
+# raw reprs, over-wide tables or code, uncaptioned or narrow figures; screenshots in book/_build/screenshots/.
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
 
 check-book:

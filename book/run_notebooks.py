@@ -12,6 +12,10 @@ The Classroom pages are the student versions of the assignments, made by `nbgrad
 from classroom/source/ in a scratch course and copied, unexecuted, to book/student/ (generated, not
 committed): no solutions, no hidden tests, nothing a student has to fill in already filled in.
 
+The kernels run quiet and styled: TRSP_QUIET=1 silences the library's log lines (the provenance stays
+in the results), TQDM_DISABLE=1 its progress bars, and an IPython start-up file applies the book's one
+plotting and table style (trsp_lib/style.py) before the first cell, so the notebooks carry no styling code.
+
 Warnings are errors: papermill stops at a failing cell, and after each run any stderr output that
 mentions a warning fails the build with the notebook and cell named (progress bars are disabled).
 """
@@ -65,6 +69,32 @@ def warnings_in(nb_path: Path) -> list[str]:
     return found
 
 
+#: Cell tags that already say how a cell's code shows; a code cell with none of them is collapsed.
+SHOWN_AS = {"parameters", "show-input", "hide-input", "remove-input", "remove-cell", "hide-cell"}
+
+
+def collapse_code(nb_path: Path) -> None:
+    """Collapse the code of every cell not tagged otherwise (myst-nb's `hide-input`: one click shows it).
+
+    Why: a page of the study shows questions, figures and findings; its code is there for those who
+    want it. The parameters cell stays open (what a rerun changes; the book profile's injected values
+    are collapsed under it), and so does a cell tagged `show-input` (chapter 1: there the code is the lesson).
+    """
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and not SHOWN_AS & set(cell.metadata.get("tags", [])):
+            cell.metadata.setdefault("tags", []).append("hide-input")
+    nbformat.write(nb, nb_path)
+
+
+def styled_kernels(ipython_dir: Path) -> None:
+    """Kernels started from now on apply trsp_lib.style before the first cell (an IPython start-up file)."""
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-trsp-style.py").write_text('__import__("trsp_lib.style", fromlist=["use"]).use()\n')
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+
+
 def student_pages() -> None:
     """The assignments' pages: nbgrader's student versions, remade only when the teacher sources change."""
     sources = [p for p in (ROOT / "classroom" / "source").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
@@ -85,6 +115,12 @@ def student_pages() -> None:
 
 
 def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="trsp-ipython-") as tmp:
+        styled_kernels(Path(tmp))
+        return run()
+
+
+def run() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="default", help="a top-level key of book/params.yaml")
     ap.add_argument("--only", default=None, help="comma list of notebook names to run (others are left as they are)")
@@ -95,8 +131,8 @@ def main() -> int:
         return 2
     env = params[args.profile].get("_env", {})
     os.environ.update({k: str(ROOT / v) if k == "TRSP_RESULTS" else str(v) for k, v in env.items()})
-    for quiet in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
-        os.environ.setdefault(quiet, "1")  # progress bars are widgets/stderr noise in a rendered page
+    for quiet in ("TRSP_QUIET", "TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(quiet, "1")  # log lines and progress bars are noise in a rendered page
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -104,7 +140,7 @@ def main() -> int:
     if fresh:
         os.environ["TRSP_FRESH"] = "1"
     results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
-    lib = digest(list((ROOT / "trsp_lib").glob("*.py")) + [BOOK / "params.yaml"])
+    lib = digest(list((ROOT / "trsp_lib").glob("*.py")) + [BOOK / "params.yaml", Path(__file__).resolve()])
     OUT.mkdir(parents=True, exist_ok=True)
     stamps_path = OUT / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
@@ -127,6 +163,7 @@ def main() -> int:
         print(f"{rel}: executing with {p or 'its defaults'} ...", flush=True)
         papermill.execute_notebook(str(nb), str(dest), parameters=p, kernel_name="python3", cwd=str(ROOT),
                                    progress_bar=False, log_output=False)
+        collapse_code(dest)
         problems = warnings_in(dest)
         if problems:
             print("warnings are errors in this book:\n  " + "\n  ".join(problems), file=sys.stderr)

@@ -16,8 +16,9 @@ def _parameters(nb) -> str:
     return cells[0].source
 
 
-def test_nine_chapters():
-    assert [p.stem[:2] for p in CHAPTERS] == [f"0{i}" for i in range(1, 10)]
+def test_chapters_numbered_from_the_intro_without_gaps():
+    assert [p.stem[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(len(CHAPTERS))]
+    assert CHAPTERS[0].stem == "00_intro" and len(CHAPTERS) >= 9
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -90,3 +91,29 @@ def test_the_literal_ablation_is_the_literal_profile():
     ns: dict = {}
     exec(_parameters(nbformat.read(ROOT / "notebooks" / "05_ablations.ipynb", as_version=4)), ns)
     assert load("default", **ns["ablations"]["the paper read literally"]) == load("literal")
+
+
+def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
+    tags = [["parameters"], ["injected-parameters"], [], ["show-input"], ["remove-input"], ["hide-output"]]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": list(t)}) for t in tags]
+                                  + [nbformat.v4.new_markdown_cell("text")])
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    _runner().collapse_code(path)
+    got = [c.metadata.get("tags") for c in nbformat.read(path, as_version=4).cells]
+    assert got == [["parameters"], ["injected-parameters", "hide-input"], ["hide-input"], ["show-input"],
+                   ["remove-input"], ["hide-output", "hide-input"], None]
+
+
+def test_intro_reads_the_baselines_chapters_rows():
+    """The intro's verdict repeats chapter 4's compare calls: same parameters, so the same cached rows."""
+    intro, baselines = (dict(_exec(_parameters(nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4))))
+                        for n in ("00_intro", "04_baselines"))
+    shared = set(intro) - {"__builtins__"}
+    assert shared and {k: intro[k] for k in shared} == {k: baselines[k] for k in shared}
+
+
+def _exec(source: str) -> dict:
+    scope: dict = {}
+    exec(source, scope)
+    return scope

@@ -19,6 +19,7 @@ from . import __version__
 from .analysis import zs_stderr
 from .data import calibration_batches, eval_tokens, window_key
 from .evaluation import perplexity
+from .log import say
 from .models import count_layers, load_model, load_tokenizer
 from .pipelines import HEAL_DEFAULT, LIN_DEFAULT, SELECTIONS, STUDY, Job, Pipeline, finish, parse, select
 from .profiles import EvalSettings, load
@@ -88,7 +89,7 @@ class _Run:
     def need(self) -> tuple:
         """The dense model, tokenizer and calibration ids, loaded only when a row must be computed."""
         if not self._loaded:
-            print(f"loading {self.name} ...")
+            say(f"loading {self.name} ...")
             dense, tok = load_model(self.name, device=self.cfg.device, dtype=self.dtype)
             c = self.cfg
             self._loaded = dense, tok, calibration_batches(tok, c.n_samples, c.seq_len, source=c.calib, seed=c.seed)
@@ -130,7 +131,7 @@ class _Run:
         twin = None if extra else next((r for label, r in earlier.items() if p.same_model_as(parse(label))
                                         and sorted(r["removed"]) == sorted(info["removed"])), None)
         if twin is not None:  # same layers, same (or no) further steps: the same model, so the same scores
-            print(f"[{p.label}-{cfg.ratio}] removes the same layers as {twin['method']}: reusing its scores")
+            say(f"[{p.label}-{cfg.ratio}] removes the same layers as {twin['method']}: reusing its scores")
             scores = {"same_as": twin["method"], **{k: v for k, v in twin.items() if k.startswith(("ppl_", "zs_"))}}
             post_s = twin.get("ft_s", 0.0)
             if self.save_models:  # the twin's weights were edited or trained: this copy too, before saving
@@ -162,7 +163,7 @@ class _Run:
             pruned = self.shapes.get(ratio)
             if pruned is None:  # every row was reused: rebuild the shape (weights do not matter for time)
                 pruned = remove_layers(copy.deepcopy(dense), next(iter(earlier.values()))["removed"])
-            print(f"[speed-{ratio}] dense vs {n} layers removed, interleaved ...")
+            say(f"[speed-{ratio}] dense vs {n} layers removed, interleaved ...")
             return compare_speed(dense, pruned)
 
         return stored(self.out / "rows" / f"speed-{ratio}-{key}.json", key, measure, force=self.force,

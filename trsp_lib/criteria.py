@@ -16,6 +16,7 @@ from torch import nn
 from .adapters import get_layers
 from .gating import attach_gates, detach_gates
 from .devices import input_device
+from .log import say
 
 
 @torch.no_grad()
@@ -249,4 +250,4 @@ def laco(model: nn.Module, calib: torch.Tensor, n: int, merge: int = 4, interval
         if len(removed) >= n:
             return removed
         threshold -= 0.05
-        print(f"laco: {len(removed)} of {n} layers merged after a full walk; lowering the threshold to {threshold:.2f}")
+        say(f"laco: {len(removed)} of {n} layers merged after a full walk; lowering the threshold to {threshold:.2f}")

@@ -16,6 +16,7 @@ import torch
 
 from .adapters import get_adapter
 from .devices import resolve_dtype
+from .log import say
 from .provenance import atomic_path
 from .tiny import tiny_model, tiny_tokenizer
 
@@ -140,7 +141,7 @@ def builtin_checkpoint(name: str) -> Path:
             tiny_tokenizer().save_pretrained(tmp)
         return out
     gguf = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}[name]()
-    print(f"converting {gguf.name} to a plain checkpoint in {out} (once; about a minute) ...", flush=True)
+    say(f"converting {gguf.name} to a plain checkpoint in {out} (once; about a minute) ...")
     convert_gguf(gguf, out)
     return out
 

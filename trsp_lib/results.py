@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .data import data_dir
+from .log import say
 from .provenance import env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
 
 __all__ = ["results_dir", "fresh", "stored", "cached", "param_key"]
@@ -60,7 +61,7 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
 
 def _say(name: str | None, what: str) -> None:
     if name is not None:
-        print(f"[{name}] {what}")
+        say(f"[{name}] {what}")
 
 
 def cached(kind: str, params: dict, compute: Callable[[], Any], root: Path | None = None) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 import sys
@@ -142,3 +143,23 @@ def _stderr_filtered(quiet: bool):
         for line in buf.getvalue().replace("\r", "\n").splitlines():
             if "warn" in line.lower() or "error" in line.lower():
                 print(line, file=sys.stderr)
+
+
+def chance_level(tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS, limit: int | None = None, seed: int = 0) -> float:
+    """Expected average accuracy of uniform guessing: per task the mean of 1/(number of choices) over its
+    items (the `limit` seeded items, else all), then the plain mean over tasks, as the zero-shot average is.
+
+    Why: a zero-shot plot needs its floor (about 0.35 on the paper's five tasks), not 0.
+    """
+    per_task = []
+    for name in tasks:
+        cfg = task_config(name)
+        if cfg.get("output_type") != "multiple_choice":
+            raise ValueError(f"task {name!r} is not multiple choice: it has no chance level; drop it from `tasks`")
+        key = cfg["doc_to_choice"].strip("{} ")
+        with open(cfg["dataset_kwargs"]["data_files"]["test"], encoding="utf-8") as f:
+            items = [len(json.loads(line)[key]) for line in f]
+        keep = sample_indices(name, limit, seed)
+        items = items if keep is None else [items[i] for i in keep]
+        per_task.append(sum(1 / k for k in items) / len(items))
+    return sum(per_task) / len(per_task)

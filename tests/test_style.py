@@ -1,0 +1,72 @@
+"""The book's quiet switch and its one plotting style."""
+import matplotlib
+import pandas as pd
+import pytest
+
+from trsp_lib import style
+from trsp_lib.log import say
+from trsp_lib.zeroshot import DEFAULT_TASKS, chance_level
+
+matplotlib.use("Agg")
+
+
+def test_say_prints_unless_quiet(monkeypatch, capsys):
+    monkeypatch.delenv("TRSP_QUIET", raising=False)
+    say("[trsp-0.25]", "cached")
+    assert capsys.readouterr().out == "[trsp-0.25] cached\n"
+    monkeypatch.setenv("TRSP_QUIET", "1")
+    say("[trsp-0.25] cached")
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("TRSP_QUIET", "0")
+    say("loud again")
+    assert capsys.readouterr().out == "loud again\n"
+
+
+@pytest.fixture
+def styled():
+    with matplotlib.rc_context(), pd.option_context("display.max_rows", 60):
+        saved = {k: pd.get_option(k) for k in style.PANDAS}
+        style.use()
+        yield
+        for k, v in saved.items():
+            pd.set_option(k, v)
+
+
+def test_use_sets_full_width_sharp_legible_figures_and_whole_tables(styled):
+    rc = matplotlib.rcParams
+    assert rc["figure.dpi"] >= 150 and rc["figure.figsize"][0] == style.TEXT_WIDTH_IN
+    assert min(rc["xtick.labelsize"], rc["ytick.labelsize"]) >= 9
+    frame = pd.DataFrame({"ratio": [0.125] * 80, "ppl": [10446301063.65] * 80})
+    html = frame._repr_html_()
+    assert "rows ×" not in html and "..." not in html
+    assert "0.125000" not in html and "1.045e+10" in html
+
+
+def test_chance_line_is_the_expected_accuracy_of_guessing(styled):
+    level = chance_level()
+    assert level == pytest.approx((0.5 + 0.5 + 0.25 + 0.25 + 0.25) / 5, abs=0.002)  # ARC has a few 3/5-choice items
+    assert chance_level(("piqa",), limit=10) == 0.5
+    with pytest.raises(ValueError, match="not multiple choice"):
+        chance_level(DEFAULT_TASKS + ("lambada",))
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=style.figsize(0.4))
+    line = style.chance_line(ax)
+    assert line.get_ydata()[0] == pytest.approx(level)
+    assert any(t.get_text() == f"chance {level:.2f}" for t in ax.texts)
+    assert fig.get_size_inches()[0] == style.TEXT_WIDTH_IN
+    plt.close(fig)
+
+
+def test_method_names_and_plain_log_ticks(styled):
+    assert style.method_name("sleb+ft") == "SLEB + fine-tune" and style.method_name("trsp") == "TRSP"
+    assert style.method_name("shortgpt+lin") == "shortgpt+lin"  # unknown: passed through, never guessed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([20, 900], [0, 1])
+    style.plain_log_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ax.get_xscale() == "log" and "50" in labels and "100" in labels and "500" in labels
+    plt.close(fig)

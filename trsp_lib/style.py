@@ -1,0 +1,110 @@
+"""The book's one plotting style: full-width, high-resolution figures with legible text, and tables
+that show every row and column instead of pandas' `N rows x M columns` truncation.
+
+book/run_notebooks.py applies it to every kernel (`use()` from an IPython start-up file), so the
+notebooks need no styling code; a notebook run by hand gets it with `from trsp_lib.style import use; use()`.
+Sizes are in inches at the book's text column: a figure `width()` wide is shown at 1:1, so a 10 pt
+tick label reads as 10 pt on the page.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+#: The book theme's text column (about 740 CSS px at 96 px per inch, window 1280 px wide).
+TEXT_WIDTH_IN = 7.7
+#: PNG resolution: 150 dpi or more, so a figure stays sharp at full column width on a dense screen.
+DPI = 160
+#: Colours of reference lines: the dense model, the chance level, any other reference.
+REFERENCE_COLOURS = {"dense": "black", "chance": "0.45", "reference": "0.3"}
+
+RC: dict[str, Any] = {
+    "figure.figsize": (TEXT_WIDTH_IN, TEXT_WIDTH_IN * 0.5),
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.framealpha": 0.9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.6,
+}
+
+PANDAS: dict[str, Any] = {
+    "display.max_rows": 500,          # a book table is shown whole, or cut by the notebook on purpose
+    "display.max_columns": None,
+    "display.show_dimensions": False,  # no "N rows x M columns" footer
+    "display.max_colwidth": 80,
+    "display.float_format": "{:.4g}".format,  # 0.125, 91.33, 1.045e+10: not 0.125000 or 10446301063.65
+}
+
+
+#: Human names of the methods, for tables and figures (a `+ft` suffix reads "+ fine-tune").
+METHOD_NAMES = {"dense": "dense", "trsp": "TRSP", "shortgpt": "ShortGPT", "angular": "angular distance",
+                "sleb": "SLEB", "ppl": "PPL (Shortened LLaMA)", "taylor": "Taylor+ (Shortened LLaMA)",
+                "laco": "LaCo", "reverse": "reverse order", "random": "random"}
+
+
+def method_name(method: str) -> str:
+    """'sleb+ft' -> 'SLEB + fine-tune'; unknown names pass through."""
+    base, ft = (method[:-3], True) if method.endswith("+ft") else (method, False)
+    return METHOD_NAMES.get(base, base) + (" + fine-tune" if ft else "")
+
+
+def use() -> None:
+    """Apply the matplotlib and pandas settings above to this process (idempotent)."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.rcParams.update(RC)
+    for key, value in PANDAS.items():
+        pd.set_option(key, value)
+
+
+def width(fraction: float = 1.0) -> float:
+    """Figure width in inches for `fraction` of the text column."""
+    return TEXT_WIDTH_IN * fraction
+
+
+def figsize(aspect: float = 0.5, fraction: float = 1.0) -> tuple[float, float]:
+    """(width, height) for a figure `fraction` of the column wide, height = aspect * width."""
+    return width(fraction), width(fraction) * aspect
+
+
+def reference_line(ax, at: float, label: str, kind: str = "reference", vertical: bool = False, **kw: Any):
+    """A dashed line at y = at (x = at if vertical), labelled at its end inside the axes (no legend entry needed)."""
+    colour = kw.pop("color", REFERENCE_COLOURS.get(kind, REFERENCE_COLOURS["reference"]))
+    style = {"color": colour, "linestyle": kw.pop("linestyle", "--"), "linewidth": kw.pop("linewidth", 1.0),
+             "zorder": kw.pop("zorder", 1), **kw}
+    line = ax.axvline(at, **style) if vertical else ax.axhline(at, **style)
+    if vertical:
+        ax.annotate(label, xy=(at, 1), xycoords=("data", "axes fraction"), xytext=(3, -4), textcoords="offset points",
+                    ha="left", va="top", color=colour, fontsize="small")
+    else:
+        ax.annotate(label, xy=(1, at), xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points",
+                    ha="right", va="bottom", color=colour, fontsize="small")
+    return line
+
+
+def plain_log_axis(ax, axis: str = "x") -> None:
+    """Log scale with ticks at 1, 2, 5 x 10^k written as plain numbers (20, 50, 100), no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def chance_line(ax, tasks: tuple[str, ...] | list[str] | None = None, limit: int | None = None, seed: int = 0):
+    """The zero-shot chance level (uniform guessing on the same items) as a reference line."""
+    from .zeroshot import DEFAULT_TASKS, chance_level
+
+    level = chance_level(tuple(tasks or DEFAULT_TASKS), limit, seed)
+    return reference_line(ax, level, f"chance {level:.2f}", kind="chance")
