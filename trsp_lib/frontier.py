@@ -35,11 +35,18 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
     if searched is not None:
         searched += [row for _, row in candidates]
     best, _ = pick_on_validation(candidates)
-    record = [{"pipeline": label, **{f"{what}.{k}": v for k, v in point.items()},
-               "PPL wiki (val)": row.get("ppl_wiki_val"), "PPL news (val)": row.get("ppl_news_val"),
-               "PPL wiki (test)": row["ppl_wiki"], "PPL news (test)": row["ppl_news"], "chosen": point == best}
+    record = [{"pipeline": label, "setting": setting_name(point), "PPL wiki (val)": row.get("ppl_wiki_val"),
+               "PPL news (val)": row.get("ppl_news_val"), "PPL wiki (test)": row["ppl_wiki"],
+               "PPL news (test)": row["ppl_news"], "chosen": "yes" if point == best else ""}
               for point, row in candidates]
     return record, best
+
+
+def setting_name(point: dict) -> str:
+    """{'alpha': 0.0, 'sequential': False} -> 'alpha 0, from dense'; {'lr': 1e-4, 'temperature': 1} -> 'lr 1e-04, T 1'."""
+    if "alpha" in point:
+        return f"alpha {point['alpha']:g}, " + ("sequential" if point["sequential"] else "from dense")
+    return f"lr {point['lr']:.0e}, T {point['temperature']:g}"
 
 
 def study(model: str, ratio: float, selections: str, search_selection: str, lin_grid: list[dict],
@@ -50,14 +57,18 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
     common = {"model": model, "ratios": [ratio], "speed": False, **compare_kw}
     searched: list[dict] = []
     lin_record, lin_best = search(f"{search_selection}+lin", lin_grid, "lin", searched=searched, **common)
-    ft_grid = [h for h in heal_grid if h.get("temperature", 1.0) == 1.0]
-    ft_record, ft_best = search(f"{search_selection}+lin+ft", ft_grid, "heal", lin=lin_best, searched=searched,
-                                **common)
-    kd_record, kd_best = search(f"{search_selection}+lin+kd", heal_grid, "heal", lin=lin_best, searched=searched,
-                                **common)
+    healed = [p for p in healed_pipelines.split(",") if p]
+    ft_record, ft_best, kd_record, kd_best = [], None, [], None
+    if any(p.endswith("+ft") for p in healed):  # each healing search runs only if a pipeline uses it
+        ft_grid = [h for h in heal_grid if h.get("temperature", 1.0) == 1.0]
+        ft_record, ft_best = search(f"{search_selection}+lin+ft", ft_grid, "heal", lin=lin_best, searched=searched,
+                                    **common)
+    if any(p.endswith("kd") for p in healed):
+        kd_record, kd_best = search(f"{search_selection}+lin+kd", heal_grid, "heal", lin=lin_best, searched=searched,
+                                    **common)
     rows = compare(methods=selections, finetune_baselines=True, **common)
     rows += compare(methods=selections, finetune_baselines=False, pipelines=lin_pipelines, lin=lin_best, **common)
-    for label in [p for p in healed_pipelines.split(",") if p]:
+    for label in healed:
         heal = kd_best if label.endswith("kd") else ft_best
         rows += compare(methods=selections, finetune_baselines=False, pipelines=[label], lin=lin_best, heal=heal,
                         **common)

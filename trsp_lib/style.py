@@ -108,3 +108,18 @@ def chance_line(ax, tasks: tuple[str, ...] | list[str] | None = None, limit: int
 
     level = chance_level(tuple(tasks or DEFAULT_TASKS), limit, seed)
     return reference_line(ax, level, f"chance {level:.2f}", kind="chance")
+
+
+# The comparison table's columns, by the names a reader sees (the results keep the raw names).
+COLUMNS = {"method": "method", "n_removed": "layers removed", "ppl_wiki": "PPL wiki", "ppl_news": "PPL news",
+           "zs_avg": "zero-shot avg", "zs_se": "± s.e.", "speedup_prefill": "prefill speed-up",
+           "ideal_prefill": "FLOP ideal", "prune_s": "CPU min"}
+
+
+def readable(df):
+    """A results table with human column names, method names and minutes: what a chapter shows."""
+    out = df[[c for c in COLUMNS if c in df.columns]].copy()
+    out["method"] = [method_name(m) for m in out["method"]]
+    if "prune_s" in out:
+        out["prune_s"] = out["prune_s"] / 60
+    return out.rename(columns=COLUMNS)
