@@ -40,7 +40,10 @@ def _config(args: argparse.Namespace):
     from .trsp import TRSPConfig
 
     names = [f.name for f in fields(TRSPConfig)] + list(EVAL_KEYS)
-    return load(args.profile, **{k: getattr(args, k, None) for k in names})
+    cfg, evals = load(args.profile, **{k: getattr(args, k, None) for k in names})
+    from .distributed import check_batch
+    check_batch(cfg.batch_size)  # under accelerate launch: fail before loading anything
+    return cfg, evals
 
 
 def _cmd_prune(args) -> int:
@@ -88,8 +91,10 @@ def cmd_speed(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import compare, table
+    from .distributed import check_speed
     from .trsp import TRSPConfig
 
+    check_speed(args.speed)  # under accelerate launch: --no-speed
     overrides = {f.name: getattr(args, f.name) for f in fields(TRSPConfig)
                  if f.name not in ("ratio", "n_remove") and getattr(args, f.name, None) is not None}
     tasks = args.tasks.split(",") if args.tasks else None
@@ -194,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     from .trsp import TrainingDiverged
 
     try:
+        from .distributed import start
+        start()  # under accelerate launch with FSDP: join the process group, pick this rank's GPU
         return args.func(args)
     except (ValueError, DataError, ModelNotFound, UnsupportedArchitecture, TrainingDiverged,
             FileNotFoundError, FloatingPointError) as err:
