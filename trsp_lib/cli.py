@@ -90,6 +90,7 @@ def cmd_speed(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from .cli_prune import _texts
     from .compare import compare, table
     from .distributed import check_speed
     from .trsp import TRSPConfig
@@ -103,7 +104,7 @@ def cmd_compare(args) -> int:
                    limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
-                   cached_only=args.cached_only, pipelines=args.pipelines,
+                   cached_only=args.cached_only, pipelines=args.pipelines, eval_texts=_texts(args),
                    lin={"alpha": args.lin_alpha, "sequential": args.lin_sequential},
                    heal={"temperature": args.heal_temperature, "lr": args.heal_lr},
                    **({"tasks": tasks} if tasks else {}))
@@ -115,7 +116,8 @@ def cmd_compare(args) -> int:
 
 
 def _add_eval_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text", action="append", help="a text file to score (repeatable); default: the built-in wiki and news test splits")
+    p.add_argument("--text", action="append", help="a text to score, FILE or LABEL=SOURCE (e.g. wiki=wikitext2; "
+                   "repeatable); default: the built-in wiki and news test splits")
     p.add_argument("--eval-seq-len", type=int, default=None, help="perplexity window length")
     p.add_argument("--eval-max-tokens", type=int, default=None, help="score only the first N tokens of each text")
     p.add_argument("--eval-batch-size", type=int, default=None)
@@ -149,6 +151,8 @@ def _add_compare_parser(sub) -> None:
                    help="fit each run's map on the already-compensated model against the dense states")
     c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
     c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
+    c.add_argument("--text", action="append", help="evaluation text LABEL=SOURCE (repeatable; column ppl_LABEL), e.g. "
+                   "wiki=wikitext2 (hub); default wiki=wiki and news=news, the built-in test splits")
     _add_config_flags(c)
     c.set_defaults(func=cmd_compare)
 
