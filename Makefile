@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup test test-all lint unit book book-tiny check-book prune clean-cache release grade
+.PHONY: setup test test-all lint unit test-fsdp book book-tiny check-book prune clean-cache release grade
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ lint: setup
 
 unit: setup
 	$(PY) -m pytest -q -m "not slow or smoke" tests
+
+# TRSP under FSDP: accelerate launch with 2 CPU processes (gloo) against one process (a few minutes; .ci/run).
+test-fsdp: setup
+	$(PY) -m pytest -q -m fsdp tests/test_fsdp.py
 
 # Every test, including the slow real-model ones.
 test-all: setup

@@ -68,38 +68,45 @@ def committed(monkeypatch):
 
 
 def study_calls() -> list[dict]:
-    """Every `compare` call the default book makes (notebooks 02, 03, 04, 05, 07), as keyword arguments."""
+    """Every `compare` call the default book makes (notebooks 02, 03, 04, 05, 07), as keyword arguments,
+    with each notebook's calibration and evaluation texts (at their defaults they add nothing to a key)."""
     common = {"ratios": [0.25], "profile": "default"}
     calls = []
     p = notebook_params("02_trsp")
     calls.append({**common, "model": p["model"], "methods": ["trsp"], "finetune_baselines": False, "limit": p["limit"],
-                  "overrides": {**p["overrides"], "seed": p["seed"], "device": p["device"]}, "speed": False})
+                  "overrides": {"calib": p["calib"], **p["overrides"], "seed": p["seed"], "device": p["device"]}, "speed": False,
+                  "eval_texts": p["eval_texts"]})
     p = notebook_params("03_importance")
     calls.append({**common, "model": p["model"], "methods": p["methods"], "finetune_baselines": False,
                   "limit": p["limit"], "criterion_samples": p["criterion_samples"],
-                  "overrides": {"seed": p["seed"], "device": p["device"]}, "speed": False})
+                  "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"]}, "speed": False,
+                  "eval_texts": p["eval_texts"]})
     for nb in ("04_baselines", "07_paper_and_us"):
         p = notebook_params(nb)
-        ov = {"seed": p["seed"], "device": p["device"]}
+        ov = {"seed": p["seed"], "device": p["device"], "calib": p["calib"]}
         calls.append({**common, "model": p["model"], "methods": p["methods"], "finetune_baselines": p.get("finetune", True),
-                      "limit": p["limit"], "criterion_samples": p["criterion_samples"], "overrides": ov})
+                      "limit": p["limit"], "criterion_samples": p["criterion_samples"], "overrides": ov,
+                      "eval_texts": p["eval_texts"]})
         calls.append({**common, "model": p["second_model"], "methods": p["second_methods"],
                       "finetune_baselines": p["second_finetune"], "limit": p["limit"],
-                      "criterion_samples": p["second_criterion_samples"], "overrides": ov})
+                      "criterion_samples": p["second_criterion_samples"], "overrides": ov, "eval_texts": p["eval_texts"]})
     p = notebook_params("04_baselines")
     for s in p["seeds"]:
         calls.append({**common, "model": p["model"], "ratios": p["sweep_ratios"], "methods": p["sweep_methods"],
                       "finetune_baselines": True, "limit": p["limit"], "criterion_samples": p["criterion_samples"],
-                      "overrides": {"seed": s, "device": p["device"]}, "speed": False})
+                      "overrides": {"seed": s, "device": p["device"], "calib": p["calib"]}, "speed": False,
+                      "eval_texts": p["eval_texts"]})
     p = notebook_params("05_ablations")
     for over in p["ablations"].values():
         calls.append({**common, "model": p["model"], "methods": ["trsp"], "finetune_baselines": False,
                       "limit": p["limit"] if over else p["default_limit"],
-                      "overrides": {"seed": p["seed"], "device": p["device"], **over}, "speed": False})
+                      "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"], **over}, "speed": False,
+                      "eval_texts": p["eval_texts"]})
     p = notebook_params("07_paper_and_us")
     for over in ({"one_shot": True}, {"stage2_steps": 0}, {"lambda2": 0.0}):
         calls.append({**common, "model": p["model"], "methods": ["trsp"], "finetune_baselines": False, "limit": 0,
-                      "overrides": {"seed": p["seed"], "device": p["device"], **over}, "speed": False})
+                      "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"], **over}, "speed": False,
+                      "eval_texts": p["eval_texts"]})
     return calls
 
 
@@ -119,8 +126,8 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
     p = notebook_params("09_instead")  # the frontier chapter: its searches and pipelines
     run = study(p["model"], p["ratio"], p["selections"], p["search_selection"], p["lin_grid"], p["heal_grid"],
                 p["lin_pipelines"], p["healed_pipelines"], profile=p["profile"], limit=p["limit"],
-                criterion_samples=p["criterion_samples"], overrides={"seed": p["seed"], "device": p["device"]},
-                cached_only=True)
+                criterion_samples=p["criterion_samples"], cached_only=True, eval_texts=p["eval_texts"],
+                overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
     rows_on_disk = [p for p in committed.glob("compare-*/rows/*.json") if not p.name.startswith("speed-")]
@@ -138,7 +145,7 @@ def test_every_committed_notebook_result_is_found(committed):
         raise AssertionError("a committed result was not found: its key changed")
 
     p = notebook_params("03_importance")
-    cfg = TRSPConfig()
+    cfg = TRSPConfig(calib=p["calib"])
     scores = cached("layer_scores", {"model": p["model"], "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, p["seed"]],
                                      "criterion_samples": p["criterion_samples"],
                                      **window_key(_StandInTokenizer(BOS[p["model"]]))}, compute)

@@ -40,7 +40,10 @@ def _config(args: argparse.Namespace):
     from .trsp import TRSPConfig
 
     names = [f.name for f in fields(TRSPConfig)] + list(EVAL_KEYS)
-    return load(args.profile, **{k: getattr(args, k, None) for k in names})
+    cfg, evals = load(args.profile, **{k: getattr(args, k, None) for k in names})
+    from .distributed import check_batch
+    check_batch(cfg.batch_size)  # under accelerate launch: fail before loading anything
+    return cfg, evals
 
 
 def _cmd_prune(args) -> int:
@@ -87,9 +90,12 @@ def cmd_speed(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from .cli_prune import _texts
     from .compare import compare, table
+    from .distributed import check_speed
     from .trsp import TRSPConfig
 
+    check_speed(args.speed)  # under accelerate launch: --no-speed
     overrides = {f.name: getattr(args, f.name) for f in fields(TRSPConfig)
                  if f.name not in ("ratio", "n_remove") and getattr(args, f.name, None) is not None}
     tasks = args.tasks.split(",") if args.tasks else None
@@ -98,7 +104,7 @@ def cmd_compare(args) -> int:
                    limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
-                   cached_only=args.cached_only, pipelines=args.pipelines,
+                   cached_only=args.cached_only, pipelines=args.pipelines, eval_texts=_texts(args),
                    lin={"alpha": args.lin_alpha, "sequential": args.lin_sequential},
                    heal={"temperature": args.heal_temperature, "lr": args.heal_lr},
                    **({"tasks": tasks} if tasks else {}))
@@ -110,7 +116,8 @@ def cmd_compare(args) -> int:
 
 
 def _add_eval_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text", action="append", help="a text file to score (repeatable); default: the built-in wiki and news test splits")
+    p.add_argument("--text", action="append", help="a text to score, FILE or LABEL=SOURCE (e.g. wiki=wikitext2; "
+                   "repeatable); default: the built-in wiki and news test splits")
     p.add_argument("--eval-seq-len", type=int, default=None, help="perplexity window length")
     p.add_argument("--eval-max-tokens", type=int, default=None, help="score only the first N tokens of each text")
     p.add_argument("--eval-batch-size", type=int, default=None)
@@ -144,6 +151,8 @@ def _add_compare_parser(sub) -> None:
                    help="fit each run's map on the already-compensated model against the dense states")
     c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
     c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
+    c.add_argument("--text", action="append", help="evaluation text LABEL=SOURCE (repeatable; column ppl_LABEL), e.g. "
+                   "wiki=wikitext2 (hub); default wiki=wiki and news=news, the built-in test splits")
     _add_config_flags(c)
     c.set_defaults(func=cmd_compare)
 
@@ -194,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     from .trsp import TrainingDiverged
 
     try:
+        from .distributed import start
+        start()  # under accelerate launch with FSDP: join the process group, pick this rank's GPU
         return args.func(args)
     except (ValueError, DataError, ModelNotFound, UnsupportedArchitecture, TrainingDiverged,
             FileNotFoundError, FloatingPointError) as err:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 
 def _texts(args) -> dict[str, str]:
-    return {Path(t).name: t for t in args.text} if args.text else {"wiki": "wiki", "news": "news"}
+    """--text SOURCE (labelled by its file name) or --text LABEL=SOURCE, e.g. wiki=wikitext2."""
+    pairs = [t.split("=", 1) if "=" in t and not Path(t).exists() else (Path(t).name, t) for t in args.text or []]
+    return dict(pairs) if pairs else {"wiki": "wiki", "news": "news"}
 
 
 def _ppl_all(model, tok, texts: dict[str, str], evals, label: str) -> dict[str, float]:

@@ -33,6 +33,7 @@ from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot
 ALL_METHODS = STUDY  # what "all" means; any selection of `pipelines.SELECTIONS` is accepted by name
 DOMAINS = ("wiki", "news")
 VAL_DOMAINS = ("wiki_val", "news_val")  # scored on the pipeline rows: every tuning choice is read off these
+DEFAULT_TEXTS = {d: d for d in DOMAINS}  # column label -> evaluation text (the built-in test splits)
 
 
 def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -52,12 +53,13 @@ def labels(methods: list[str], tuned: list[str]) -> list[str]:
     return methods + [f"{m}+ft" for m in methods if m in tuned and "steps" not in SELECTIONS[m].needs]
 
 
-def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, validation: bool = False) -> dict[str, Any]:
-    """Perplexity on both domains (in-domain = the calibration text's; `validation` adds the validation
-    texts, cut and windowed like the test texts) and zero-shot accuracy."""
+def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, validation: bool = False,
+             texts: dict[str, str] = DEFAULT_TEXTS) -> dict[str, Any]:
+    """Perplexity on each text, column ppl_<label> (in-domain = the calibration text's; `validation` adds
+    the validation texts, cut and windowed like the test texts) and zero-shot accuracy."""
     row: dict[str, Any] = {}
-    for domain in DOMAINS + (VAL_DOMAINS if validation else ()):
-        ids = eval_tokens(tok, domain, evals.eval_max_tokens)
+    for domain, source in {**texts, **({d: d for d in VAL_DOMAINS} if validation else {})}.items():
+        ids = eval_tokens(tok, source, evals.eval_max_tokens)
         tag = "in" if domain.removesuffix("_val") == cfg.calib else "out"
         row[f"ppl_{domain}"] = perplexity(model, tok, ids, seq_len=evals.eval_seq_len,
                                           batch_size=evals.eval_batch_size, desc=f"ppl {domain} ({tag}-domain)")
@@ -75,12 +77,13 @@ class _Run:
     """One `compare` call: the shared key, the lazily loaded dense model, and one method's row."""
 
     def __init__(self, model: str, out: Path, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, **opts: Any):
-        self.name, self.out, self.cfg, self.evals, self.zs = model, out, cfg, evals, zs
+        self.name, self.out, self.cfg, self.evals, self.zs, self.texts = model, out, cfg, evals, zs, opts["texts"]
         self.criterion_samples, self.force, self.cached_only = opts["criterion_samples"], opts["force"], opts["cached_only"]
         self.save_models, self.dtype, self.options = opts["save_models"], opts["dtype"], opts["options"]
         zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
         self.shared = {"model": model, "version": __version__, "eval": evals.key(), "zero_shot": zs_key,
                        "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, cfg.seed],
+                       **({"texts": self.texts} if self.texts != DEFAULT_TEXTS else {}),  # the default keeps every key
                        **window_key(load_tokenizer(model))}  # windows that start with BOS (data.bos_prefix)
         self.n_layers = count_layers(model)
         self.shapes: dict[float, nn.Module] = {}  # one pruned model per ratio, for the speed row
@@ -111,7 +114,7 @@ class _Run:
 
     def dense(self) -> dict | None:
         return self.row("dense", {"method": "dense"}, lambda: {
-            "n_removed": 0, "removed": [], "prune_s": 0.0, **evaluate(*self.need()[:2], self.cfg, self.evals, self.zs)},
+            "n_removed": 0, "removed": [], "prune_s": 0.0, **evaluate(*self.need()[:2], self.cfg, self.evals, self.zs, texts=self.texts)},
             calib_free=True)
 
     def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict], extra: bool = False) -> dict | None:
@@ -139,7 +142,7 @@ class _Run:
         else:
             post_s, post = finish(p, job)
             info.update(post)
-            scores = evaluate(job.model, tok, cfg, self.evals, self.zs, validation=extra)
+            scores = evaluate(job.model, tok, cfg, self.evals, self.zs, validation=extra, texts=self.texts)
         reused = base is not None and not p.select.changes_weights
         if extra:  # selection (with its own row's time when reused), then edits and healing
             select_s = info["prune_s"] + (base["prune_s"] if reused else 0.0)
@@ -176,7 +179,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
             overrides: dict | None = None, cached_only: bool = False, pipelines: str | list[str] | None = None,
-            lin: dict | None = None, heal: dict | None = None) -> list[dict]:
+            lin: dict | None = None, heal: dict | None = None, eval_texts: dict[str, str] | None = None) -> list[dict]:
     """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}
     when `out` is given; without it, rows are cached under the results directory, see `default_out`).
 
@@ -190,6 +193,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     "trsp:kd"; `pipelines.parse`), computed after the plain rows on the same calibration tokens; `lin`
     sets the compensation ({"alpha": 0.0, "sequential": True}); `heal` the pipelines' healing
     ({"temperature": 1.0, "lr": None}), which enters only those rows' keys (the plain rows keep theirs).
+    `eval_texts`: column label -> text (default: the built-in wiki, news; the paper's {"wiki": "wikitext2", ...}), keyed if not default.
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise TypeError(f"overrides must be a dict of TRSPConfig fields, got {type(overrides).__name__} {overrides!r}; "
@@ -206,7 +210,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     provenance()  # fixes the commit this run reports (see provenance.git_commit)
     run = _Run(model, Path(out) if out is not None else default_out(model), base_cfg, evals, zs,
                criterion_samples=criterion_samples, force=force, cached_only=cached_only, save_models=save_models,
-               dtype=dtype, options=options)
+               dtype=dtype, options=options, texts=dict(eval_texts or DEFAULT_TEXTS))
     rows = [r for r in [run.dense()] if r is not None]
     for ratio in ratios:
         cfg = replace(base_cfg, ratio=ratio)
@@ -225,10 +229,9 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         rows[0].update({"speedup_prefill": 1.0, "speedup_generate": 1.0, "ideal_prefill": 1.0, "ideal_generate": 1.0})
     if out is not None:  # notebooks (out=None) share cached rows and print their own tables
         write_results(run.out, rows, {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile,
-                                      "overrides": overrides or {}, "finetune_baselines": finetune_baselines,
-                                      "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
-                                      "criterion_samples": criterion_samples, "speed": speed, "eval": evals.key(),
-                                      "pipelines": [p.label for p in extra], **options})
+                                      "overrides": overrides or {}, "finetune_baselines": finetune_baselines, "tasks": list(tasks),
+                                      "limit": limit, "zs_seed": zs_seed, "criterion_samples": criterion_samples, "speed": speed,
+                                      "eval": evals.key(), "pipelines": [p.label for p in extra], "eval_texts": run.texts, **options})
     return rows
 
 
@@ -254,7 +257,8 @@ def table(rows: list[dict]):
     df = pd.DataFrame(rows)
     if "zs_avg" in df.columns:
         df["zs_se"] = [zs_stderr(r) for r in rows]
-    cols = ["method", "ratio", "n_removed", "ppl_wiki", "ppl_news", "zs_avg", "zs_se"]
+    ppl = [c for c in df.columns if c.startswith("ppl_") and not c.endswith("_val")]  # ppl_<label> of each text
+    cols = ["method", "ratio", "n_removed", *ppl, "zs_avg", "zs_se"]
     cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_se", "zs_average_metric", "zs_n")]
     cols += [c for c in ("speedup_prefill", "ideal_prefill", "speedup_generate", "ideal_generate", "prune_s") if c in df.columns]
     return df[[c for c in cols if c in df.columns]]

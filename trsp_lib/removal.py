@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .adapters import get_adapter, get_layers, set_layers
+from .distributed import main_writes
 from .provenance import atomic_path
 
 
@@ -131,6 +132,7 @@ def _update_config(config, keep: list[int], n: int) -> None:
         config.per_layer_config = {new: overrides[old] for new, old in enumerate(keep) if old in overrides}
 
 
+@main_writes  # under FSDP every process holds the same pruned model: rank 0 writes it
 def save_model(model: nn.Module, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Save model (+ tokenizer, if given) to `out_dir` atomically: a crash never leaves half a checkpoint."""
     out = Path(out_dir)

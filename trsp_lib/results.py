@@ -42,7 +42,8 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
     `force` (or `TRSP_FRESH=1`) recomputes; `cached_only` computes nothing and returns None instead.
     With a `name`, says which of the three happened ("[name] cached: ...", "computing", "not computed")."""
     path = Path(path)
-    if path.exists() and not (force or fresh()):
+    from .distributed import agree
+    if agree(path.exists() and not (force or fresh())):  # under FSDP rank 0 decides: every process computes the same
         record = json.loads(path.read_text())
         if record.get("key") == key:
             _say(name, f"cached: {path.parent.name}/{path.name}")

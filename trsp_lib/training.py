@@ -16,6 +16,7 @@ from tqdm import tqdm  # text bars: notebook widgets would be saved into the ren
 
 from .config import TRSPConfig
 from .devices import input_device, on_cuda
+from . import distributed
 from .gating import Gating, attach_gates, detach_gates
 from .losses import kd_loss
 
@@ -98,7 +99,8 @@ class _Trainer:
     """Runs optimizer steps and records the trajectory; shared by both stages."""
 
     def __init__(self, model: nn.Module, gating: Gating, calib: torch.Tensor, cfg: TRSPConfig):
-        self.model, self.gating, self.cfg = model, gating, cfg
+        distributed.check_batch(cfg.batch_size)
+        self.model, self.gating, self.cfg = distributed.shard(model, keep=(gating, gating.scales)), gating, cfg
         self.batches = batch_stream(calib, cfg.batch_size, cfg.seed)
         self.trajectory: list[dict] = []
         self.step = 0
@@ -117,7 +119,7 @@ class _Trainer:
                 weight_opt.zero_grad(set_to_none=True)
             lm_sum = reg_sum = 0.0
             for _ in range(cfg.grad_accum):
-                x = next(self.batches).to(device)
+                x = distributed.local_rows(next(self.batches)).to(device)
                 with _autocast(cfg):
                     lm = self.objective(model, x)
                 reg = regularizer(k)
@@ -130,6 +132,8 @@ class _Trainer:
                 self.gating.forget()
                 lm_sum += lm.item() / cfg.grad_accum
                 reg_sum += float(reg.detach()) / cfg.grad_accum
+            distributed.reduce_grads(self.gating.scales)
+            lm_sum, reg_sum = distributed.mean(lm_sum, reg_sum)
             if frozen_gates and self.gating.scales.grad is not None:
                 self.gating.scales.grad[frozen_gates] = 0.0  # set by a schedule, not learned (Adam then leaves them)
             gate_opt.step()
@@ -167,10 +171,11 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
     if teacher is not None:
         trainer.objective = kd_objective(teacher, cfg.kd_temperature)
     try:
-        gate_opt, weight_opt, sched = _optimizer(model, gating, cfg, lambda name: True, steps)
+        gate_opt, weight_opt, sched = _optimizer(trainer.model, gating, cfg, lambda name: True, steps)
         zero = torch.zeros(())
         with tqdm(total=steps, desc="distil" if teacher is not None else "fine-tune", unit="step") as bar:
             trainer.run(0, steps, gate_opt, weight_opt, sched, regularizer=lambda k: zero, bar=bar)
+        distributed.gather_into(trainer.model, model)
     finally:
         gating.scales.requires_grad_(True)
         detach_gates(model, gating, fold=False)

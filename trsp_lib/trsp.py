@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
+from . import distributed
 from .config import LATER_FIELDS, TRSPConfig, config_key, layers_to_remove, step_budget
 from .devices import input_device
 from .gating import Gating, attach_gates, detach_gates
@@ -65,7 +66,7 @@ def stage1(trainer: _Trainer, n: int, pool: list[int]) -> list[int]:
                 return cfg.lambda1 * l1_scales(gating.scales, alive)
 
             trainer.run(1, steps, *opts, regularizer=reg, round_=r, bar=bar)
-            s = gating.scales.detach().float().cpu()
+            s = distributed.from_main(gating.scales.detach()).float().cpu()
             take = select_smallest(s, [i for i in pool if i not in selected], n if cfg.one_shot else 1)
             selected.extend(take)
             gating.skip(take)
@@ -171,8 +172,9 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
             trainer.objective = kd_objective(teacher, cfg.kd_temperature)
         stage2(trainer, selected)
         t2 = time.perf_counter()
-        model.eval()
-        gap = measure_identity_gap(model, gating, selected, calib[: cfg.batch_size], cfg)
+        trainer.model.eval()
+        gap = measure_identity_gap(trainer.model, gating, selected, calib[: cfg.batch_size], cfg)
+        distributed.gather_into(trainer.model, model)  # the trained weights, into the plain model
     except BaseException:
         detach_gates(model, gating, fold=False)  # leave a plain (partly trained) model behind
         raise

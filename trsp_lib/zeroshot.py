@@ -99,6 +99,8 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     quiet = env_flag("TQDM_DISABLE")
     with _stderr_filtered(quiet):
         out, names = _run(lm, tasks, limit, seed)
+    from .distributed import main_object  # under FSDP lm-eval returns its results on local rank 0 only
+    out = main_object({k: out[k] for k in ("results", "n-samples")} if out else None)
     per_task = {}
     for t in tasks:
         r = out["results"][names[t]]
