@@ -110,3 +110,19 @@ def test_pareto_front():
     from trsp_lib.frontier import pareto_front
 
     assert pareto_front([(1, 10), (2, 5), (3, 6), (0.5, 20), (2, 5)]) == [True, True, False, True, True]
+
+
+def test_findings_pick_the_best_pipeline_on_validation_not_test():
+    from trsp_lib.frontier import findings, pipelines_table
+
+    def row(method, test, val, s=60.0):
+        return {"method": method, "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s}
+
+    rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0},
+            row("sleb+lin", 50.0, 40.0), row("shortgpt+lin", 45.0, 41.0),  # better on test, worse on validation
+            row("sleb+lin+kd", 30.0, 25.0, 600.0), row("trsp", 90.0, None, 300.0)]
+    t = pipelines_table(rows)
+    lines = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}})
+    assert "`sleb+lin`" in lines[0] and "missed" not in lines[0]  # 50 <= 55: reached
+    assert "`sleb+lin+kd`" in lines[1] and "1.50x" in lines[1]
+    assert "`trsp`" in lines[2] and "not on the Pareto front" in lines[2]

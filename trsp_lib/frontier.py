@@ -85,6 +85,53 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return [not dominated(i) for i in range(len(points))]
 
 
+def pipelines_table(rows: list[dict]):
+    """One line per pipeline (rows[0] is dense): perplexities, the validation score, cost, Pareto membership."""
+    import pandas as pd
+
+    dense = rows[0]
+    t = pd.DataFrame([{"pipeline": r["method"], **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
+                       "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
+                       "zero-shot": r.get("zs_avg"), "CPU min": r["prune_s"] / 60} for r in rows[1:]])
+    t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
+    t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
+    t["TRSP"] = t["pipeline"].str.startswith("trsp")
+    return t.sort_values("PPL wiki").reset_index(drop=True)
+
+
+def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6) -> list[str]:
+    """The chapter's verdict: the best training-free and the best healed pipeline, each picked on validation
+    (test only reports), TRSP's best pipeline, and the settings the searches chose."""
+    def best(group):
+        return group.loc[group["PPL wiki (val)"].idxmin()]
+
+    scored = t[t["PPL wiki (val)"].notna()]
+    free, healed, trsp = scored[scored["healing"] == "none"], scored[scored["healing"] != "none"], t[t["TRSP"]]
+    lines = []
+    if len(free):
+        b = best(free)
+        lines.append(f"- **Training-free:** the best pipeline by validation is `{b.pipeline}`: wiki test perplexity "
+                     f"{b['PPL wiki']:.2f} ({b['x dense']:.2f}x dense) in {b['CPU min']:.1f} CPU minutes; the goal was "
+                     f"at most {free_goal:g}, " + ("reached." if b["PPL wiki"] <= free_goal
+                                                  else f"missed by {b['PPL wiki'] - free_goal:.1f}."))
+    if len(healed):
+        b = best(healed)
+        lines.append(f"- **With TRSP's budget** (the same steps and tokens): the best by validation is `{b.pipeline}`: "
+                     f"{b['PPL wiki']:.2f} ({b['x dense']:.2f}x dense); the goal was at most {budget_goal:g}x, "
+                     + ("reached." if b["x dense"] <= budget_goal else f"missed ({b['x dense']:.2f}x)."))
+    if len(trsp):
+        b = trsp.loc[trsp["PPL wiki"].idxmin()]
+        lines.append(f"- **TRSP's best pipeline here** is `{b.pipeline}` at {b['PPL wiki']:.2f}; "
+                     + ("it is on the Pareto front." if b["Pareto"] else
+                        "it is not on the Pareto front: another pipeline is both cheaper and better."))
+    lin = run["lin"]
+    lines.append(f"- Chosen on validation: `lin` with alpha = {lin['alpha']:g}, "
+                 + ("fitted in sequence" if lin["sequential"] else "every map from the dense model's states")
+                 + "".join(f"; {name} lr {c['lr']:g} at temperature {c['temperature']:g}"
+                           for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"])) if c))
+    return lines
+
+
 def describe(label: str) -> dict[str, str]:
     """Human names for a row label: selection, weight edit, healing."""
     if label == "dense":

@@ -54,24 +54,20 @@ class Gating:
         self.skipped.update(layers)
 
     @contextlib.contextmanager
-    def skipping(self, layers: Iterable[int]) -> Iterator[None]:
-        """Skip `layers` too, inside the block only."""
-        before = set(self.skipped)
-        self.skipped.update(layers)
+    def _skipped_as(self, skipped: set[int]) -> Iterator[None]:
+        before, self.skipped = self.skipped, skipped
         try:
             yield
         finally:
             self.skipped = before
 
-    @contextlib.contextmanager
-    def running(self, layers: Iterable[int]) -> Iterator[None]:
+    def skipping(self, layers: Iterable[int]) -> contextlib.AbstractContextManager[None]:
+        """Skip `layers` too, inside the block only."""
+        return self._skipped_as(self.skipped | set(layers))
+
+    def running(self, layers: Iterable[int]) -> contextlib.AbstractContextManager[None]:
         """Run `layers` again (even if in P), inside the block only."""
-        before = set(self.skipped)
-        self.skipped.difference_update(layers)
-        try:
-            yield
-        finally:
-            self.skipped = before
+        return self._skipped_as(self.skipped - set(layers))
 
     @contextlib.contextmanager
     def capturing(self, layers: Iterable[int]) -> Iterator[None]:
