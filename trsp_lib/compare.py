@@ -17,6 +17,7 @@ from torch import nn
 
 from . import __version__
 from .analysis import zs_stderr
+from .devices import resolve_dtype
 from .data import calibration_batches, eval_tokens, window_key
 from .evaluation import perplexity
 from .log import say
@@ -70,6 +71,7 @@ def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, 
             row.update({f"zs_{task}_{m}": metrics[m] for m in ("acc", "acc_norm") if m in metrics})
         row["zs_average_metric"] = r["average_metric"]
         row["zs_n"] = {t: m["n"] for t, m in r["tasks"].items()}
+        row.update({"zs_items": r["items"], "zs_items_per_s": r["items_per_s"], "zs_batch_size": zs["batch_size"]})
     return row
 
 
@@ -81,7 +83,9 @@ class _Run:
         self.criterion_samples, self.force, self.cached_only = opts["criterion_samples"], opts["force"], opts["cached_only"]
         self.save_models, self.dtype, self.options = opts["save_models"], opts["dtype"], opts["options"]
         zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
+        weights = str(resolve_dtype(self.dtype, cfg.device)).removeprefix("torch.")  # float32 adds nothing to a key
         self.shared = {"model": model, "version": __version__, "eval": evals.key(), "zero_shot": zs_key,
+                       **({"dtype": weights} if weights != "float32" else {}),
                        "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, cfg.seed],
                        **({"texts": self.texts} if self.texts != DEFAULT_TEXTS else {}),  # the default keeps every key
                        **window_key(load_tokenizer(model))}  # windows that start with BOS (data.bos_prefix)
@@ -159,7 +163,8 @@ class _Run:
 
     def speed(self, ratio: float, n: int, earlier: dict[str, dict]) -> dict | None:
         """Speed depends only on the shape, which is the same for every method at a ratio: measured once."""
-        key = param_key({**self.shared, "speed": ratio, "n": n})
+        machine = {"device": self.cfg.device} if self.cfg.device != "cpu" else {}  # a time depends on the machine
+        key = param_key({**self.shared, "speed": ratio, "n": n, **machine})
 
         def measure() -> dict:
             dense = self.need()[0]
@@ -259,6 +264,7 @@ def table(rows: list[dict]):
         df["zs_se"] = [zs_stderr(r) for r in rows]
     ppl = [c for c in df.columns if c.startswith("ppl_") and not c.endswith("_val")]  # ppl_<label> of each text
     cols = ["method", "ratio", "n_removed", *ppl, "zs_avg", "zs_se"]
-    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_se", "zs_average_metric", "zs_n")]
+    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_se", "zs_average_metric", "zs_n", "zs_items",
+                                                                  "zs_items_per_s", "zs_batch_size")]
     cols += [c for c in ("speedup_prefill", "ideal_prefill", "speedup_generate", "ideal_generate", "prune_s") if c in df.columns]
     return df[[c for c in cols if c in df.columns]]

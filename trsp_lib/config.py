@@ -116,9 +116,16 @@ LATER_FIELDS: tuple[str, ...] = ("stage2_loss", "kd_temperature")
 
 
 def config_key(cfg: TRSPConfig) -> dict:
-    """The configuration as a result's key records it: every field, except late additions left at their default."""
+    """The configuration as a result's key records it: every field, except late additions left at their default.
+
+    The key records the arithmetic, not the machine: a float32 run without autocast keys as the CPU
+    default ("cpu", "auto") on any device, so a row computed on a GPU in float32 serves the CPU book
+    (its provenance names the machine). Every committed key was computed on CPU, so none changes."""
     defaults = {f.name: f.default for f in fields(cfg)}
-    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == defaults[k])}
+    key = {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == defaults[k])}
+    if cfg.autocast == "none" or (cfg.autocast == "auto" and not str(cfg.device).startswith(("cuda", "auto"))):
+        key.update(device=defaults["device"], autocast=defaults["autocast"])
+    return key
 
 
 def step_budget(cfg: TRSPConfig, n: int) -> int:

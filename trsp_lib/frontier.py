@@ -31,13 +31,13 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
     searched = compare_kw.pop("searched", None)
     for point in grid:
         rows = compare(methods=[selection], finetune_baselines=False, pipelines=[label], **{what: point}, **compare_kw)
-        candidates.append((point, next(r for r in rows if r["method"] == label)))
+        candidates.append((point, next((r for r in rows if r["method"] == label), {})))  # {}: not computed yet
     if searched is not None:
         searched += [row for _, row in candidates]
     best, _ = pick_on_validation(candidates)
     record = [{"pipeline": label, "setting": setting_name(point), "PPL wiki (val)": row.get("ppl_wiki_val"),
-               "PPL news (val)": row.get("ppl_news_val"), "PPL wiki (test)": row["ppl_wiki"],
-               "PPL news (test)": row["ppl_news"], "chosen": "yes" if point == best else ""}
+               "PPL news (val)": row.get("ppl_news_val"), "PPL wiki (test)": row.get("ppl_wiki"),
+               "PPL news (test)": row.get("ppl_news"), "chosen": "yes" if point == best else ""}
               for point, row in candidates]
     return record, best
 

@@ -36,7 +36,7 @@ def git_commit() -> str | None:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("TRSP_COMMIT")  # a copy of the tree without .git (a remote batch run) names it
 
 
 def peak_rss_gb() -> float:

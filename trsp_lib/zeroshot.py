@@ -6,14 +6,16 @@ seeded subsample of item indices once per task, so every method is scored on the
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import io
 import json
 import logging
 import os
-import sys
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,9 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
               seed: int = 0, batch_size: int = 8) -> dict[str, Any]:
     """Per-task acc / acc_norm (and their standard errors) and the average, for an in-memory model.
 
-    Returns {"tasks": {name: {"acc": .., "acc_norm": .., "n": ..}}, "average": .., "average_metric": {...}}.
+    Returns {"tasks": {name: {"acc": .., "acc_norm": .., "n": ..}}, "average": .., "average_metric": {...},
+    "items": {name: packed correctness of each item, in `sample_indices` order (`unpack_items`)},
+    "items_per_s": ..}: the per-item record is what paired comparisons between rows need.
     """
     from lm_eval.models.huggingface import HFLM
 
@@ -97,10 +101,12 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     device = str(input_device(model))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     quiet = env_flag("TQDM_DISABLE")
+    t0 = time.perf_counter()
     with _stderr_filtered(quiet):
         out, names = _run(lm, tasks, limit, seed)
+    seconds = time.perf_counter() - t0
     from .distributed import main_object  # under FSDP lm-eval returns its results on local rank 0 only
-    out = main_object({k: out[k] for k in ("results", "n-samples")} if out else None)
+    out = main_object({k: out[k] for k in ("results", "n-samples", "samples")} if out else None)
     per_task = {}
     for t in tasks:
         r = out["results"][names[t]]
@@ -111,8 +117,25 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
         per_task[t] = row
     used = {t: AVERAGE_METRIC[t] if AVERAGE_METRIC[t] in per_task[t] else "acc" for t in tasks}
     average = sum(per_task[t][used[t]] for t in tasks) / len(tasks)
+    items = {t: pack_items([s[used[t]] for s in sorted(out["samples"][names[t]], key=lambda s: s["doc_id"])])
+             for t in tasks}
+    n_items = sum(r["n"] for r in per_task.values())
     return {"tasks": per_task, "average": average, "average_metric": used, "limit": limit, "seed": seed,
-            "source": "offline"}
+            "source": "offline", "items": items, "items_per_s": n_items / seconds}
+
+
+def pack_items(correct: list[float]) -> str:
+    """0/1 correctness per item as base64 of packed bits: 500 items take 84 characters in a row."""
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool)).tobytes()).decode()
+
+
+def unpack_items(packed: str, n: int):
+    """The boolean array `pack_items` stored (n items: the row's zs_n of that task)."""
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))[:n].astype(bool)
 
 
 def _run(lm, tasks, limit, seed):
@@ -124,7 +147,7 @@ def _run(lm, tasks, limit, seed):
         for t, c in zip(tasks, configs):
             c["dataset_kwargs"]["data_files"]["test"] = str(subset_file(t, limit, seed))
     names = {t: c["task"] for t, c in zip(tasks, configs)}
-    out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, log_samples=False,
+    out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, log_samples=True,
                                   task_manager=_offline_task_manager(),
                                   random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                   fewshot_random_seed=seed)

@@ -1,0 +1,81 @@
+"""The evidence layer: per-item zero-shot records, paired bootstrap, the seed rule, the declared TRSP
+search, and keys that record the arithmetic rather than the machine."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trsp_lib import evidence
+from trsp_lib.analysis import beyond_spread, paired_bootstrap, seed_spread
+from trsp_lib.config import TRSPConfig, config_key
+from trsp_lib.zeroshot import pack_items, unpack_items
+
+
+def _row(method: str, correct: dict[str, list[int]]) -> dict:
+    return {"method": method, "zs_items": {t: pack_items(v) for t, v in correct.items()},
+            "zs_n": {t: len(v) for t, v in correct.items()}}
+
+
+def test_items_round_trip():
+    bits = [1, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1]  # not a multiple of 8: the tail must not leak padding
+    assert unpack_items(pack_items(bits), len(bits)).tolist() == [bool(b) for b in bits]
+    assert len(pack_items([1] * 500)) == 84
+
+
+def test_paired_bootstrap_sees_a_real_gap_and_a_tie():
+    rng = np.random.default_rng(1)
+    base = (rng.random(400) < 0.5).astype(int)
+    better = base.copy()
+    better[rng.choice(np.flatnonzero(base == 0), 60, replace=False)] = 1  # +0.15 on the same items
+    a, b = _row("a", {"t1": better.tolist(), "t2": base.tolist()}), _row("b", {"t1": base.tolist(), "t2": base.tolist()})
+    r = paired_bootstrap([a], [b], n_boot=2000)
+    assert r["diff"] == pytest.approx(0.075) and 0 < r["lo"] < r["diff"] < r["hi"]
+    assert r["tasks"]["t2"]["diff"] == 0 and r["tasks"]["t2"]["lo"] == 0 == r["tasks"]["t2"]["hi"]
+    shuffled = _row("c", {"t1": rng.permutation(base).tolist(), "t2": rng.permutation(base).tolist()})
+    tie = paired_bootstrap([shuffled], [b], n_boot=2000)
+    assert tie["lo"] < 0 < tie["hi"]  # same accuracy, different items: no claim
+
+
+def test_paired_bootstrap_averages_seeds_and_rejects_other_items():
+    a1, a2 = _row("a", {"t": [1, 1, 0, 0]}), _row("a", {"t": [1, 0, 0, 0]})
+    b = _row("b", {"t": [0, 0, 0, 0]})
+    assert paired_bootstrap([a1, a2], [b], n_boot=200)["diff"] == pytest.approx(0.375)
+    with pytest.raises(ValueError, match="different items"):
+        paired_bootstrap([a1], [_row("b", {"t": [0, 0, 0]})])
+    with pytest.raises(ValueError, match="per-item"):
+        paired_bootstrap([{"method": "old", "zs_n": {"t": 4}}], [b])
+
+
+def test_seed_rule():
+    assert beyond_spread([50.0, 51.0, 52.0], [53.0, 60.0, 55.0])
+    assert not beyond_spread([50.0, 54.0, 52.0], [53.0, 60.0, 55.0])
+    s = seed_spread([1.0, 2.0, 3.0])
+    assert (s["mean"], s["sd"], s["min"], s["max"]) == (2.0, 1.0, 1.0, 3.0)
+
+
+def test_search_is_declared_and_greedy_on_validation_only():
+    """A fake evaluate: lambda1 0.01 and the sequential stage 2 each help on validation, together they help
+    more; a fade of 1.0 helps on TEST only (it must not be chosen)."""
+    calls = []
+
+    def evaluate(points):
+        calls.append(points)
+        rows = []
+        for p in points:
+            val = 100.0 - 5 * (p.get("lambda1") == 0.01) - 3 * (p.get("stage2_mode") == "sequential")
+            test = val - 50 * (p.get("fade_fraction") == 1.0)
+            rows.append({"ppl_wiki_val": val, "ppl_wiki": test, "ppl_news": test})
+        return rows
+
+    out = evidence.search_trsp(evaluate)
+    assert out["best"] == {"lambda1": 0.01, "stage2_mode": "sequential"}
+    assert len(calls[0]) == 1 + sum(len(v) for v in evidence.KNOBS.values()) + len(evidence.JOINT)
+    assert len(out["record"]) <= evidence.MAX_RUNS
+    assert [r["setting"] for r in out["record"] if r["chosen"]] == ["lambda1=0.01, stage2_mode=sequential"]
+
+
+def test_key_records_arithmetic_not_machine():
+    cpu = config_key(TRSPConfig())
+    assert config_key(TRSPConfig(device="cuda", autocast="none")) == cpu   # float32 on a GPU: the same key
+    assert config_key(TRSPConfig(device="cuda")) != cpu                    # bf16 autocast: another computation
+    assert config_key(TRSPConfig(device="cpu", autocast="bf16")) != cpu
