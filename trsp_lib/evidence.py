@@ -55,7 +55,8 @@ def _val(row: dict | None) -> float:
 
 def search_trsp(evaluate: Callable[[list[dict]], list[dict | None]]) -> dict:
     """The declared TRSP search: round 1 (default, each knob's values, the joint pair) in one batch; round 2
-    adds knobs greedily in order of their round-1 gain, keeping each only if validation improves.
+    adds knobs greedily in order of their round-1 gain, keeping each only if validation improves. The winner
+    is the run with the lowest validation perplexity of all (the greedy path only proposes candidates).
 
     Returns {"best": overrides, "record": [one dict per run: setting, round, val and test perplexity]}."""
     first = [{}] + [p for points in KNOBS.values() for p in points] + JOINT
@@ -75,6 +76,7 @@ def search_trsp(evaluate: Callable[[list[dict]], list[dict | None]]) -> dict:
             seen[name(cand)] = (cand, evaluate([cand])[0], 2)
         if _val(seen[name(cand)][1]) < score:
             current, score = cand, _val(seen[name(cand)][1])
+    current = min((p for p, _, _ in seen.values()), key=lambda q: _val(seen[name(q)][1]))  # the best run of all
     record = [{"setting": key, "round": rnd, "PPL wiki (val)": _val(r), "PPL news (val)": (r or {}).get("ppl_news_val"),
                "PPL wiki (test)": (r or {}).get("ppl_wiki"), "PPL news (test)": (r or {}).get("ppl_news"),
                "chosen": "yes" if key == name(current) else ""} for key, (p, r, rnd) in seen.items()]
