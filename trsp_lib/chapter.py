@@ -102,8 +102,8 @@ def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | Non
     where = f"{'/'.join(map(str, cost.cpus))} CPU cores" if cost.cpus else "this machine"
     if cost.n_records:
         lines.append(f"**Cost, measured:** computing the {cost.n_records} results this chapter reads took "
-                     f"{duration(cost.seconds)} on {where} (the sum of the wall times recorded in each result's "
-                     f"provenance under `data/results/`"
+                     f"{duration(cost.seconds)} on {where} (the sum of the wall times recorded with each result, "
+                     f"beside its provenance"
                      + (f"; {cost.untimed} without a recorded time" if cost.untimed else "") + ").")
     else:
         lines.append("**Cost, measured:** this chapter reads no cached result; it computes everything it shows.")
