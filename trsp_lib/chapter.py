@@ -53,10 +53,12 @@ def measured_cost(records: dict[str, dict] | None = None) -> Cost:
     return Cost(sum(t for t in times if t is not None), len(times), sum(t is None for t in times), tuple(cpus))
 
 
-def elapsed_s() -> float:
-    """Seconds since this process (the notebook's kernel) started."""
-    import psutil
-
+def elapsed_s() -> float | None:
+    """Seconds since this process (the notebook's kernel) started; None without psutil (an accelerate dependency)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
     return time.time() - psutil.Process().create_time()
 
 
