@@ -24,3 +24,13 @@ def test_bad_names_fail_with_the_choices():
         load("fast")
     with pytest.raises(ValueError, match=r"unknown TRSP parameter\(s\) \['lamda1'\]"):
         load("default", lamda1=0.1)
+
+
+def test_the_old_paper_profile_name_says_its_new_name():
+    """`paper` became `paper-scale` (it is the paper's scale, not its method): one line naming the new name."""
+    with pytest.raises(ValueError, match="profile 'paper' is now called 'paper-scale'") as err:
+        load("paper")
+    assert "\n" not in str(err.value)
+    cfg, evals = load("paper-scale")
+    assert (cfg.n_samples, cfg.seq_len, cfg.gate, cfg.stage2_fade) == (128, 2048, "branch", True)
+    assert evals.eval_seq_len == 2048

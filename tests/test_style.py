@@ -70,3 +70,8 @@ def test_method_names_and_plain_log_ticks(styled):
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert ax.get_xscale() == "log" and "50" in labels and "100" in labels and "500" in labels
     plt.close(fig)
+
+
+def test_number_keeps_decimals_until_a_value_explodes():
+    assert style.number(91.3349) == "91.33" and style.number(4188.326) == "4,188.33"
+    assert style.number(10446301063.65) == "1.0e+10" and style.number(float("nan")) == "-"

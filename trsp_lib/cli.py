@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a model with TRSP and save it as a plain Hugging Face checkpoint")
     p.add_argument("--model", default="smollm2-135m", help="built-in name (smollm2-135m, gemma3-270m), HF name or local dir")
     p.add_argument("--out", required=True, help="output directory: result.json and model/")
-    p.add_argument("--profile", default="default", help="named parameter set: default, literal, paper, tiny")
+    p.add_argument("--profile", default="default", help="named parameter set: default, literal (the paper's method), paper-scale (its data and steps, our method), tiny")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="also score the same layers and the last n layers removed with no training")
     p.add_argument("--finetune-baselines", action="store_true",

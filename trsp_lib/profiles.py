@@ -23,12 +23,14 @@ PROFILES: dict[str, dict] = {
     "literal": {**CPU_EVAL, "gate": "output", "protect_first": 0, "protect_last": 0,
                 "lambda1": 5e-3, "lambda2": 1e-3, "stage1_train": "all", "gate_lr": 2e-5, "lr": 2e-5,
                 "stage2_penalty": "ungated", "stage2_fade": False},
-    # The paper's numbers for LLaMA-2-7B on a GPU: 128 x 2048-token calibration sequences,
+    # The paper's *scale* for LLaMA-2-7B on a GPU: 128 x 2048-token calibration sequences,
     # lambda1 5e-3, lambda2 1e-3, lr 2e-5 with 3% warm-up; one pass over the data per round
     # (16 steps of 8 sequences), bf16 autocast; WikiText-2-style evaluation at 2048 tokens.
-    "paper": {"n_samples": 128, "seq_len": 2048, "batch_size": 8, "grad_accum": 1, "steps_per_round": 16,
-              "stage2_steps": 128, "lambda1": 5e-3, "lambda2": 1e-3, "device": "cuda",
-              "eval_seq_len": 2048, "eval_max_tokens": None, "eval_batch_size": 4},
+    # The method stays ours (branch gate, stage-2 fade, protected last layer): "literal" is the
+    # paper's method, this is its data, steps and lambdas.
+    "paper-scale": {"n_samples": 128, "seq_len": 2048, "batch_size": 8, "grad_accum": 1, "steps_per_round": 16,
+                    "stage2_steps": 128, "lambda1": 5e-3, "lambda2": 1e-3, "device": "cuda",
+                    "eval_seq_len": 2048, "eval_max_tokens": None, "eval_batch_size": 4},
     # Seconds on a tiny random model: tests and the tiny build of the book.
     "tiny": {"n_samples": 8, "seq_len": 32, "batch_size": 2, "grad_accum": 1, "steps_per_round": 1, "stage2_steps": 2,
              "eval_seq_len": 32, "eval_max_tokens": 512, "eval_batch_size": 4},
@@ -52,8 +54,15 @@ class EvalSettings:
 EVAL_KEYS = tuple(f.name for f in fields(EvalSettings))
 
 
+#: Names a profile had before, and what it is called now: the old name is an error that names the new one.
+RENAMED: dict[str, str] = {"paper": "paper-scale"}
+
+
 def get_profile(name: str) -> dict:
     """The raw dict of a named profile (a copy)."""
+    if name in RENAMED:
+        raise ValueError(f"profile {name!r} is now called {RENAMED[name]!r} (the paper's scale with this study's "
+                         f"method; 'literal' is the paper's method)")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return dict(PROFILES[name])

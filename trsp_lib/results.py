@@ -21,7 +21,11 @@ from .data import data_dir
 from .log import say
 from .provenance import env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
 
-__all__ = ["results_dir", "fresh", "stored", "cached", "param_key"]
+__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "USED"]
+
+#: Every record `stored` returned in this process, by path (cached or just computed): what a chapter
+#: used, so its closing note (trsp_lib.chapter) can sum their measured wall times.
+USED: dict[str, dict] = {}
 
 
 def results_dir() -> Path:
@@ -47,6 +51,7 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
         record = json.loads(path.read_text())
         if record.get("key") == key:
             _say(name, f"cached: {path.parent.name}/{path.name}")
+            USED[str(path)] = record
             return record
     if cached_only:
         _say(name, "not computed yet (skipped)")
@@ -57,7 +62,8 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
     record.update({"key": key, "wall_s": time.perf_counter() - t0, "peak_rss_gb": peak_rss_gb(),
                    "provenance": provenance()})
     write_json_atomic(path, record)
-    return json.loads(path.read_text())  # what a rerun will see (JSON types)
+    USED[str(path)] = record = json.loads(path.read_text())  # what a rerun will see (JSON types)
+    return record
 
 
 def _say(name: str | None, what: str) -> None:

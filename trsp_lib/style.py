@@ -50,6 +50,18 @@ METHOD_NAMES = {"dense": "dense", "trsp": "TRSP", "shortgpt": "ShortGPT", "angul
                 "laco": "LaCo", "reverse": "reverse order", "random": "random"}
 
 
+#: Human names of the zero-shot tasks.
+TASK_NAMES = {"piqa": "PIQA", "winogrande": "WinoGrande", "hellaswag": "HellaSwag", "arc_easy": "ARC-e",
+              "arc_challenge": "ARC-c", "boolq": "BoolQ", "openbookqa": "OpenBookQA", "lambada": "LAMBADA"}
+
+
+def number(value: float, decimals: int = 2) -> str:
+    """91.33 and 4,188.33 as decimals, 1.0e+10 beyond 100,000: a perplexity that explodes stays readable."""
+    if value != value:  # NaN
+        return "-"
+    return f"{value:,.{decimals}f}" if abs(value) < 1e5 else f"{value:.1e}"
+
+
 def method_name(method: str) -> str:
     """'sleb+ft' -> 'SLEB + fine-tune'; unknown names pass through."""
     base, ft = (method[:-3], True) if method.endswith("+ft") else (method, False)

@@ -18,6 +18,7 @@ from . import distributed
 from .config import LATER_FIELDS, TRSPConfig, config_key, layers_to_remove, step_budget
 from .devices import input_device
 from .gating import Gating, attach_gates, detach_gates
+from .log import quiet
 from .losses import identity_penalty, l1_scales, relative_gap
 from .removal import remove_layers
 from .training import TrainingDiverged, _autocast, _optimizer, _Trainer, _layer_name_index, batch_stream, finetune, kd_objective
@@ -70,7 +71,8 @@ def stage1(trainer: _Trainer, n: int, pool: list[int]) -> list[int]:
             take = select_smallest(s, [i for i in pool if i not in selected], n if cfg.one_shot else 1)
             selected.extend(take)
             gating.skip(take)
-            bar.write(f"  round {r + 1}: removed layer(s) {take}  (s = {', '.join(f'{s[i]:.3f}' for i in take)})")
+            if not quiet():  # the book's kernels are quiet: the selection is in the result's trajectory
+                bar.write(f"  round {r + 1}: removed layer(s) {take}  (s = {', '.join(f'{s[i]:.3f}' for i in take)})")
     return selected
 
 

@@ -1,0 +1,61 @@
+"""trsp_lib.chapter: the closing block of every chapter (rerun command, measured cost, GPU estimate)."""
+import json
+import shlex
+
+import pytest
+
+from trsp_lib import chapter, results
+
+
+def test_stored_records_what_a_chapter_used_cached_or_computed(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "USED", {})
+    monkeypatch.delenv("TRSP_FRESH", raising=False)
+    path = tmp_path / "kind" / "k1.json"
+    first = results.stored(path, "k1", lambda: {"x": 1})
+    assert results.USED == {str(path): first} and first["wall_s"] >= 0
+    results.USED.clear()
+    again = results.stored(path, "k1", lambda: pytest.fail("a cached record must not be recomputed"))
+    assert list(results.USED) == [str(path)] and again["x"] == 1
+
+
+def test_measured_cost_sums_wall_times_and_times_an_early_speed_row():
+    speed = {"dense": {"prefill": {"median": 1.0}, "generate": {"median": 2.0}}, "pruned": {"prefill": {"median": 0.5}},
+             "protocol": {"reps": 5, "warmup": 1}}  # no wall_s: 6 runs of (1 + 2 + 0.5) s
+    records = {"a": {"wall_s": 100.0, "provenance": {"cpus": 2}}, "b": {"wall_s": 20.0, "provenance": {"cpus": 2}},
+               "speed": speed, "odd": {"method": "x"}}
+    cost = chapter.measured_cost(records)
+    assert cost.seconds == pytest.approx(141.0)
+    assert (cost.n_records, cost.untimed, cost.cpus) == (4, 1, (2,))
+
+
+def test_rerun_command_passes_the_parameters_as_one_yaml_mapping():
+    params = {"model": "smollm2-135m", "ratio": 0.25, "eval_texts": {"wiki": "wiki"}, "limit": None}
+    cmd = chapter.rerun_command("04_baselines", params)
+    words = shlex.split(cmd)
+    assert words[:3] == ["papermill", "notebooks/04_baselines.ipynb", "out.ipynb"] and words[3] == "-y"
+    assert json.loads(words[4]) == params
+    assert chapter.rerun_command("01_method.ipynb", env="HF_HUB_OFFLINE=0").startswith("HF_HUB_OFFLINE=0 papermill")
+
+
+def test_gpu_hours_is_six_n_per_trained_token_and_two_n_per_forward_token():
+    hours, text = chapter.gpu_hours(7e9, 1e6, 3e6, peak_tflops=1000, mfu=0.5)
+    assert hours == pytest.approx((6 * 7e9 * 1e6 + 2 * 7e9 * 3e6) / 5e14 / 3600)
+    assert "6 × 7e+09" in text and "50% of an H100" in text
+
+
+def test_trsp_train_tokens_counts_both_stages():
+    from trsp_lib.profiles import load
+
+    cfg, _ = load("paper-scale")
+    assert chapter.trsp_train_tokens(cfg, 8) == (8 * 16 + 128) * 8 * 2048
+
+
+def test_note_says_the_command_the_measured_cost_and_the_estimate():
+    cost = chapter.Cost(seconds=1800.0, n_records=3, untimed=0, cpus=(2,))
+    text = chapter.note_markdown("02_trsp", {"ratio": 0.25}, cost=cost, page_s=12.0,
+                                 paper={"command": "papermill x y", "n_params": 6.7e9, "train_tokens": 4e6})
+    assert "papermill notebooks/02_trsp.ipynb out.ipynb -y '{\"ratio\": 0.25}'" in text
+    assert "3 results" in text and "30 min on 2 CPU cores" in text and "ran in 12 s" in text
+    assert "GPU hours" in text and "papermill x y" in text
+    empty = chapter.note_markdown("01_method", cost=chapter.Cost(0.0, 0, 0, ()), page_s=5.0)
+    assert "reads no cached result" in empty and "ran in 5 s." in empty

@@ -1,0 +1,134 @@
+"""The block that ends every chapter: the command that reruns it, and what that costs, measured.
+
+A chapter's cost is not typed by hand: every result record the chapter read or computed went through
+`trsp_lib.results.stored`, which notes it in `results.USED`; each record carries the wall time its
+computation took (`wall_s`) and the machine it ran on (`provenance`). The sum of those is what a
+rerun from an empty cache costs on that machine. For the paper-scale commands (LLaMA-2 on a GPU,
+never run here) the note gives an estimate of GPU hours from FLOPs, with the arithmetic spelled out.
+
+    from trsp_lib.chapter import rerun_note
+    rerun_note("04_baselines", {"model": model, "ratio": ratio})               # last cell of a chapter
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+
+#: bf16 dense peak of one H100 SXM (TFLOP/s) and the fraction a training loop typically reaches.
+H100_BF16_TFLOPS = 989.0
+MFU = 0.4
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Measured seconds of the records a chapter used, how many there were, on which machines."""
+
+    seconds: float
+    n_records: int
+    untimed: int          # records without a wall time or timings (counted as 0 s)
+    cpus: tuple[int, ...]  # distinct `provenance.cpus` of the records
+
+
+def record_seconds(record: dict) -> float | None:
+    """`wall_s` of a result record; for an early speed row without it, the sum of its timed repetitions."""
+    if record.get("wall_s") is not None:
+        return float(record["wall_s"])
+    body = record.get("result", record)
+    proto = body.get("protocol") if isinstance(body, dict) else None
+    if not proto:
+        return None
+    runs = proto.get("reps", 0) + proto.get("warmup", 0)
+    return sum(t["median"] * runs for side in ("dense", "pruned") for t in body.get(side, {}).values())
+
+
+def measured_cost(records: dict[str, dict] | None = None) -> Cost:
+    """The cost of `records` (default: every record this process used, `results.USED`)."""
+    from .results import USED
+
+    records = USED if records is None else records
+    times = [record_seconds(r) for r in records.values()]
+    cpus = sorted({r.get("provenance", {}).get("cpus") for r in records.values()} - {None})
+    return Cost(sum(t for t in times if t is not None), len(times), sum(t is None for t in times), tuple(cpus))
+
+
+def elapsed_s() -> float | None:
+    """Seconds since this process (the notebook's kernel) started; None without psutil (an accelerate dependency)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return time.time() - psutil.Process().create_time()
+
+
+def rerun_command(notebook: str, params: dict | None = None, out: str = "out.ipynb", env: str = "") -> str:
+    """`papermill notebooks/<notebook>.ipynb <out> -y '<params as JSON>'`; `env` is put in front (e.g. HF_HUB_OFFLINE=0)."""
+    name = notebook if notebook.endswith(".ipynb") else f"{notebook}.ipynb"
+    cmd = f"papermill notebooks/{name} {out}"
+    if params:
+        cmd += f" -y {shlex.quote(json.dumps(params))}"
+    return f"{env} {cmd}".strip()
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '2.3 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def gpu_hours(n_params: float, train_tokens: float, forward_tokens: float = 0.0, *,
+              peak_tflops: float = H100_BF16_TFLOPS, mfu: float = MFU) -> tuple[float, str]:
+    """(hours, the arithmetic in words): 6·N FLOPs per trained token, 2·N per forward-only token, at `mfu` of peak."""
+    flops = 6 * n_params * train_tokens + 2 * n_params * forward_tokens
+    hours = flops / (peak_tflops * 1e12 * mfu) / 3600
+    text = (f"6 × {n_params:.3g} parameters × {train_tokens:.3g} trained tokens + 2 × {n_params:.3g} × "
+            f"{forward_tokens:.3g} forward-only tokens = {flops:.2g} FLOP; at {mfu:.0%} of an H100's "
+            f"{peak_tflops:.0f} bf16 TFLOP/s that is {hours:.2g} GPU hours")
+    return hours, text
+
+
+def trsp_train_tokens(cfg, n_remove: int) -> int:
+    """Tokens one TRSP run trains on: (n rounds × steps per round + stage-2 steps) × tokens per optimizer step."""
+    return (n_remove * cfg.steps_per_round + cfg.stage2_steps) * cfg.batch_size * cfg.grad_accum * cfg.seq_len
+
+
+def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | None = None, page_s: float | None = None,
+                  paper: dict | None = None) -> str:
+    """The closing block as Markdown (`rerun_note` displays it). See `rerun_note` for the arguments."""
+    cost = measured_cost() if cost is None else cost
+    lines = ["## Rerun this chapter", "", "```bash", rerun_command(notebook, params), "```", ""]
+    where = f"{'/'.join(map(str, cost.cpus))} CPU cores" if cost.cpus else "this machine"
+    if cost.n_records:
+        lines.append(f"**Cost, measured:** computing the {cost.n_records} results this chapter reads took "
+                     f"{duration(cost.seconds)} on {where} (the sum of the wall times recorded with each result, "
+                     f"beside its provenance"
+                     + (f"; {cost.untimed} without a recorded time" if cost.untimed else "") + ").")
+    else:
+        lines.append("**Cost, measured:** this chapter reads no cached result; it computes everything it shows.")
+    if page_s is not None:
+        lines[-1] += f" This page itself ran in {duration(page_s)}" + (" with those results cached." if cost.n_records
+                                                                        else ".")
+    if paper:
+        hours, text = gpu_hours(paper["n_params"], paper["train_tokens"], paper.get("forward_tokens", 0.0))
+        lines += ["", f"**At the paper's scale** ({paper.get('what', 'LLaMA-2-7B on one GPU')}):", "", "```bash",
+                  paper["command"], "```", "", f"Estimate: {text}" + (f" ({paper['note']})" if paper.get("note") else "")
+                  + "."]
+    return "\n".join(lines)
+
+
+def rerun_note(notebook: str, params: dict | None = None, *, paper: dict | None = None, page_time: bool = True):
+    """Display a chapter's closing block: its papermill rerun command and its measured cost.
+
+    `notebook`: e.g. "04_baselines"; `params`: the parameters a rerun passes (`-y`), typically the
+    parameters cell's values. The cost sums `wall_s` of every result record this kernel used
+    (`results.USED`); `page_time` adds how long this kernel has run. `paper`: for a paper-scale
+    command, {"command": str, "n_params": N, "train_tokens": T, "forward_tokens": F, "what": str,
+    "note": str} gives a GPU-hour estimate with its arithmetic (`gpu_hours`).
+    """
+    from IPython.display import Markdown, display
+
+    display(Markdown(note_markdown(notebook, params, page_s=elapsed_s() if page_time else None, paper=paper)))
