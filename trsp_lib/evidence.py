@@ -131,12 +131,15 @@ def main_calls(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seed
 
 def main_rows(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seeds: tuple[int, ...] = SEEDS,
               limit: int = LIMIT, model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
-              **kw) -> dict[str, list[dict]]:
-    """Study label -> its rows, one per seed (dense: one row, it has no calibration). Missing rows are left out."""
+              tuned_seeds: tuple[int, ...] | None = None, **kw) -> dict[str, list[dict]]:
+    """Study label -> its rows, one per seed (dense: one row, it has no calibration). Missing rows are left out.
+    `tuned_seeds`: the seeds of the tuned TRSP row (default: `seeds`)."""
     out: dict[str, list[dict]] = {}
     keys: set[str] = set()  # a selection's own row comes back from several calls of its seed: count it once
     for seed in seeds:
         for suffix, call in main_calls(tuned, heal_lr, lin, kd, seed, machine):
+            if suffix and tuned_seeds is not None and seed not in tuned_seeds:
+                continue
             rows = compare(model=model, ratios=[ratio], finetune_baselines=False, limit=limit, speed=False,
                            **call, **kw)
             for r in rows:
@@ -172,7 +175,8 @@ def seeds_table(main: dict[str, list[dict]]):
 
 def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, str]] = CLAIMS) -> list[dict]:
     """Each claim "A beats B", decided twice: perplexity by the seed rule (`beyond_spread`), zero-shot by the
-    paired bootstrap interval over the same items (all seeds pooled). Claims with a missing side are left out."""
+    paired bootstrap interval over the same items (all seeds pooled). Claims with a missing side are left out.
+    Each dict also carries the labels ("a", "b") and the bootstrap result ("zs", with per-task intervals)."""
     out = []
     for a_name, a, b_name, b in claims:
         if a not in main or b not in main:
@@ -182,7 +186,7 @@ def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, st
                else f"{b_name} lower")
         zs = paired_bootstrap(main[a], main[b])
         zv = "tie (interval holds 0)" if zs["lo"] <= 0 <= zs["hi"] else f"{a_name if zs['lo'] > 0 else b_name} higher"
-        out.append({"claim": f"{a_name} beats {b_name}", "PPL wiki (A vs B)": f"{_pm(pa, 1)} vs {_pm(pb, 1)}",
+        out.append({"a": a, "b": b, "zs": zs, "claim": f"{a_name} beats {b_name}", "PPL wiki (A vs B)": f"{_pm(pa, 1)} vs {_pm(pb, 1)}",
                     "PPL verdict": ppl, "zero-shot A - B [95% CI]": f"{zs['diff']:+.3f} [{zs['lo']:+.3f}, {zs['hi']:+.3f}]",
                     "zero-shot verdict": zv, "holds": "yes" if ppl.startswith(a_name) and not zv.endswith(f"{b_name} higher")
                     else "no" if ppl.startswith(b_name) or zv.startswith(b_name) else "undecided"})

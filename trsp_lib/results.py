@@ -53,7 +53,7 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
             _say(name, f"cached: {path.parent.name}/{path.name}")
             USED[str(path)] = record
             return record
-    if cached_only:
+    if cached_only or env_flag("TRSP_CACHED_ONLY"):  # the env flag: render from what exists, compute nothing
         _say(name, "not computed yet (skipped)")
         return None
     _say(name, "computing ...")

@@ -114,12 +114,13 @@ def plain_log_axis(ax, axis: str = "x") -> None:
     target.set_minor_formatter(NullFormatter())
 
 
-def chance_line(ax, tasks: tuple[str, ...] | list[str] | None = None, limit: int | None = None, seed: int = 0):
+def chance_line(ax, tasks: tuple[str, ...] | list[str] | None = None, limit: int | None = None, seed: int = 0,
+                vertical: bool = False):
     """The zero-shot chance level (uniform guessing on the same items) as a reference line."""
     from .zeroshot import DEFAULT_TASKS, chance_level
 
     level = chance_level(tuple(tasks or DEFAULT_TASKS), limit, seed)
-    return reference_line(ax, level, f"chance {level:.2f}", kind="chance")
+    return reference_line(ax, level, f"chance {level:.2f}", kind="chance", vertical=vertical)
 
 
 # The comparison table's columns, by the names a reader sees (the results keep the raw names).
