@@ -191,3 +191,37 @@ def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, st
                     "zero-shot verdict": zv, "holds": "yes" if ppl.startswith(a_name) and not zv.endswith(f"{b_name} higher")
                     else "no" if ppl.startswith(b_name) or zv.startswith(b_name) else "undecided"})
     return out
+
+
+#: Human names of the study labels, in the order the figures and tables list them.
+NAMES = {"dense": "dense", "trsp": "TRSP (default)", "trsp (tuned)": "TRSP (tuned on validation)",
+         "shortgpt": "ShortGPT", "sleb": "SLEB", "shortgpt+ft": "ShortGPT + fine-tune",
+         "sleb+ft": "SLEB + fine-tune", "sleb+lin": "SLEB + lin", "sleb+lin+kd": "SLEB + lin + KD"}
+
+
+OTHERS = ("C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9")  # matplotlib's cycle without its red (C3) and grey (C7)
+
+
+def plot_seeds(main: dict[str, list[dict]], limit: int = LIMIT):
+    """The headline figure: per study row, one dot per calibration seed; wiki test perplexity (log) and the
+    zero-shot average, with the dense model and the chance level. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .style import chance_line, figsize, plain_log_axis, reference_line
+
+    order = [k for k in NAMES if k in main and k != "dense"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize(0.45), sharey=True)
+    for i, label in enumerate(order):
+        colour = "tab:red" if label.startswith("trsp") else OTHERS[i % len(OTHERS)]  # TRSP alone in red
+        ax1.scatter([r["ppl_wiki"] for r in main[label]], [i] * len(main[label]), color=colour, zorder=3)
+        ax2.scatter([r["zs_avg"] for r in main[label]], [i] * len(main[label]), color=colour, zorder=3)
+    reference_line(ax1, main["dense"][0]["ppl_wiki"], "dense", kind="dense", vertical=True)
+    reference_line(ax2, main["dense"][0]["zs_avg"], "dense", kind="dense", vertical=True)
+    chance_line(ax2, limit=limit, vertical=True)
+    plain_log_axis(ax1)
+    ax1.set_yticks(range(len(order)), [NAMES[k] for k in order])
+    ax1.invert_yaxis()
+    ax1.set_xlabel("wiki test perplexity (log scale; lower is better)")
+    ax2.set_xlabel(f"zero-shot average ({limit} items per task)")
+    fig.suptitle("One dot per calibration seed")
+    return fig
