@@ -130,6 +130,17 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
                 overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
+    from trsp_lib import evidence
+
+    p = notebook_params("07_paper_and_us")  # the main rows (00, 05 and 07 make the same calls) and their choices
+    machine = {"device": p["device"]}
+    chosen = evidence.choices(p["model"], p["ratio"], machine, profile=p["profile"], cached_only=True)
+    main = evidence.main_rows(chosen["tuned"], chosen["heal_lr"], chosen["lin"], chosen["kd"], seeds=tuple(p["main_seeds"]),
+                              limit=p["main_limit"], model=p["model"], ratio=p["ratio"], machine=machine,
+                              profile=p["profile"], tuned_seeds=tuple(p["tuned_seeds"]),
+                              tuned_zs_seeds=tuple(p["tuned_zs_seeds"]), kd_seeds=tuple(p["kd_seeds"]), cached_only=True)
+    assert "not computed" not in capsys.readouterr().out
+    found |= {r["key"] for r in chosen["rows"]} | {r["key"] for rows in main.values() for r in rows}
     rows_on_disk = [p for p in committed.glob("compare-*/rows/*.json") if not p.name.startswith("speed-")]
     assert rows_on_disk
     assert sorted(p.name for p in rows_on_disk if p.stem.rsplit("-", 1)[1] not in found) == []

@@ -42,7 +42,7 @@ def test_paired_bootstrap_averages_seeds_and_rejects_other_items():
     assert paired_bootstrap([a1, a2], [b], n_boot=200)["diff"] == pytest.approx(0.375)
     with pytest.raises(ValueError, match="different items"):
         paired_bootstrap([a1], [_row("b", {"t": [0, 0, 0]})])
-    with pytest.raises(ValueError, match="per-item"):
+    with pytest.raises(ValueError, match="per-item"):  # a perplexity-only row alone
         paired_bootstrap([{"method": "old", "zs_n": {"t": 4}}], [b])
 
 
@@ -79,3 +79,15 @@ def test_key_records_arithmetic_not_machine():
     assert config_key(TRSPConfig(device="cuda", autocast="none")) == cpu   # float32 on a GPU: the same key
     assert config_key(TRSPConfig(device="cuda")) != cpu                    # bf16 autocast: another computation
     assert config_key(TRSPConfig(device="cpu", autocast="bf16")) != cpu
+
+
+def test_gpu_rows_are_costed_from_cpu_rows():
+    from trsp_lib.frontier import cpu_minutes
+
+    gpu = {"provenance": {"cuda": "NVIDIA H200"}}
+    rows = [{"method": "dense"}, {"method": "sleb", "prune_s": 600.0},
+            {"method": "sleb+lin", "prune_s": 660.0, "ft_s": 60.0}, {"method": "sleb+lin+kd", "prune_s": 900.0, "ft_s": 300.0},
+            {"method": "sleb+ft", "prune_s": 780.0, "ft_s": 180.0}]
+    assert cpu_minutes(rows[1], rows) == (10.0, False)
+    assert cpu_minutes({"method": "sleb+kd", "prune_s": 5.0, **gpu}, rows) == (14.0, True)      # 600 + (300 - 60)
+    assert cpu_minutes({"method": "sleb+lin+ft", "prune_s": 5.0, **gpu}, rows) == (14.0, True)  # 600 + 60 + 180

@@ -124,9 +124,9 @@ def item_correctness(rows: list[dict]) -> dict:
 
     from .zeroshot import unpack_items
 
-    missing = [r["method"] for r in rows if "zs_items" not in r]
-    if missing:
-        raise ValueError(f"rows {missing} have no per-item zero-shot record; compute them with a zs limit (e.g. 500)")
+    rows = [r for r in rows if "zs_items" in r]  # perplexity-only seeds take no part
+    if not rows:
+        raise ValueError("no row has a per-item zero-shot record; compute them with a zs limit (e.g. 500)")
     tasks = list(rows[0]["zs_items"])
     return {t: np.mean([unpack_items(r["zs_items"][t], r["zs_n"][t]) for r in rows], axis=0) for t in tasks}
 
@@ -154,7 +154,7 @@ def paired_bootstrap(a: list[dict], b: list[dict], n_boot: int = 4000, seed: int
     avg = np.mean(boots, axis=0)
     lo, hi = np.quantile(avg, q)
     return {"diff": float(np.mean([p["diff"] for p in per_task.values()])), "lo": float(lo), "hi": float(hi),
-            "tasks": per_task, "n_items": {t: len(v) for t, v in ia.items()}, "n_seeds": (len(a), len(b))}
+            "tasks": per_task, "n_items": {t: len(v) for t, v in ia.items()}, "n_seeds": (sum("zs_items" in r for r in a), sum("zs_items" in r for r in b))}
 
 
 def seed_spread(values: list[float]) -> dict:

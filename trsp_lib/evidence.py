@@ -80,7 +80,7 @@ def search_trsp(evaluate: Callable[[list[dict]], list[dict | None]]) -> dict:
     record = [{"setting": key, "round": rnd, "PPL wiki (val)": _val(r), "PPL news (val)": (r or {}).get("ppl_news_val"),
                "PPL wiki (test)": (r or {}).get("ppl_wiki"), "PPL news (test)": (r or {}).get("ppl_news"),
                "chosen": "yes" if key == name(current) else ""} for key, (p, r, rnd) in seen.items()]
-    return {"best": current, "record": record}
+    return {"best": current, "record": record, "rows": [r for _, r, _ in seen.values() if r]}
 
 
 def trsp_point(point: dict, model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
@@ -105,43 +105,50 @@ def choices(model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | No
     """Every choice the main rows use, re-derived from the validation rows (cached after the first run):
     TRSP's tuned settings, each healing control's lr, and the frontier's lin and KD settings."""
     trsp = search_trsp(lambda points: [trsp_point(p, model, ratio, machine, **kw) for p in points])
-    heal = {s: search_heal(s, model, ratio, machine, **kw) for s in ("shortgpt", "sleb")}
+    read: list[dict] = list(trsp["rows"])  # every row a choice read (the cache-key test checks them all)
+    heal = {s: search_heal(s, model, ratio, machine, searched=read, **kw) for s in ("shortgpt", "sleb")}
     common = {"model": model, "ratios": [ratio], "speed": False, "limit": frontier_limit,
               "overrides": {**(machine or {}), "seed": 0, "calib": "wiki"}, **kw}
     f = FRONTIER
-    lin = search(f"{f['search_selection']}+lin", f["lin_grid"], "lin", **common)[1]
-    kd = search(f"{f['search_selection']}+lin+kd", f["heal_grid"], "heal", lin=lin, **common)[1]
+    lin = search(f"{f['search_selection']}+lin", f["lin_grid"], "lin", searched=read, **common)[1]
+    kd = search(f"{f['search_selection']}+lin+kd", f["heal_grid"], "heal", lin=lin, searched=read, **common)[1]
     return {"tuned": trsp["best"], "trsp_record": trsp["record"], "heal_lr": {s: h[1]["lr"] for s, h in heal.items()},
-            "heal_record": [r for h in heal.values() for r in h[0]], "lin": lin, "kd": kd}
+            "heal_record": [r for h in heal.values() for r in h[0]], "lin": lin, "kd": kd, "rows": read}
 
 
-def main_calls(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seed: int,
-               machine: dict | None = None) -> list[tuple[str, dict]]:
+def main_calls(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seed: int, machine: dict | None = None,
+               tuned_limit: int | None = None, with_kd: bool = True) -> list[tuple[str, dict]]:
     """The compare calls of one calibration seed, as (suffix of the rows' study label, call kwargs):
-    TRSP default and tuned, ShortGPT and SLEB alone and with their tuned fine-tune, SLEB + lin (+ KD)."""
+    TRSP default and tuned, ShortGPT and SLEB alone and with their tuned fine-tune, SLEB + lin (+ KD).
+    `tuned_limit`: the tuned row's zero-shot items (0: perplexity only); `with_kd`: include SLEB + lin + KD."""
     s = {**(machine or {}), "seed": seed}
     calls = [("", {"methods": ["trsp", "shortgpt", "sleb"], "overrides": s}),
-             (" (tuned)", {"methods": ["trsp"], "overrides": {**tuned, **s}})]
+             (" (tuned)", {"methods": ["trsp"], "overrides": {**tuned, **s},
+                           **({"limit": tuned_limit} if tuned_limit is not None else {})})]
     calls += [("", {"methods": [sel], "overrides": s, "pipelines": [f"{sel}+ft"], "heal": {"lr": heal_lr[sel]}})
               for sel in ("shortgpt", "sleb")]
-    calls.append(("", {"methods": ["sleb"], "overrides": s, "pipelines": ["sleb+lin", "sleb+lin+kd"], "lin": lin,
-                       "heal": kd}))
+    calls.append(("", {"methods": ["sleb"], "overrides": s, "pipelines": ["sleb+lin"] + (["sleb+lin+kd"] if with_kd else []),
+                       "lin": lin, "heal": kd}))
     return calls
 
 
 def main_rows(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seeds: tuple[int, ...] = SEEDS,
               limit: int = LIMIT, model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
-              tuned_seeds: tuple[int, ...] | None = None, **kw) -> dict[str, list[dict]]:
+              tuned_seeds: tuple[int, ...] | None = None, tuned_zs_seeds: tuple[int, ...] | None = None,
+              kd_seeds: tuple[int, ...] | None = None, **kw) -> dict[str, list[dict]]:
     """Study label -> its rows, one per seed (dense: one row, it has no calibration). Missing rows are left out.
-    `tuned_seeds`: the seeds of the tuned TRSP row (default: `seeds`)."""
+    `tuned_seeds` / `kd_seeds`: the seeds of the tuned TRSP and the SLEB + lin + KD rows (default: `seeds`);
+    `tuned_zs_seeds`: those of the tuned rows that are scored on zero-shot too (the others: perplexity only)."""
     out: dict[str, list[dict]] = {}
     keys: set[str] = set()  # a selection's own row comes back from several calls of its seed: count it once
     for seed in seeds:
-        for suffix, call in main_calls(tuned, heal_lr, lin, kd, seed, machine):
+        zs = tuned_zs_seeds is None or seed in tuned_zs_seeds
+        for suffix, call in main_calls(tuned, heal_lr, lin, kd, seed, machine, None if zs else 0,
+                                       with_kd=kd_seeds is None or seed in kd_seeds):
             if suffix and tuned_seeds is not None and seed not in tuned_seeds:
                 continue
-            rows = compare(model=model, ratios=[ratio], finetune_baselines=False, limit=limit, speed=False,
-                           **call, **kw)
+            rows = compare(model=model, ratios=[ratio], finetune_baselines=False, speed=False,
+                           **{"limit": limit, **call}, **kw)
             for r in rows:
                 if r["key"] not in keys:
                     keys.add(r["key"])

@@ -85,6 +85,31 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return [not dominated(i) for i in range(len(points))]
 
 
+def on_gpu(row: dict) -> bool:
+    """Whether a row was computed on a GPU (its provenance names one)."""
+    return bool((row.get("provenance") or {}).get("cuda"))
+
+
+def _steps(label: str) -> tuple[str, ...]:
+    return tuple(s.name for s in parse(label).steps[1:])
+
+
+def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
+    """(minutes on 2 CPU cores, estimated?) of a pipeline row. A row computed on a GPU is costed from the CPU
+    rows beside it: its selection's own CPU row, plus each later step's CPU time taken from a CPU row with
+    that step (lin from `x+lin`, ft from `x+ft`, kd from `x+lin+kd` less lin): a step's time does not depend
+    on its settings (the same passes and optimizer steps)."""
+    if not on_gpu(row):
+        return row["prune_s"] / 60, False
+    cpu = {r["method"]: r for r in rows if not on_gpu(r) and r["method"] != "dense"}
+    by_steps = {_steps(m): r.get("ft_s") or 0.0 for m, r in cpu.items() if _steps(m)}
+    lin = by_steps.get(("lin",), 0.0)
+    step_s = {"lin": lin, "ft": by_steps.get(("ft",), 0.0), "kd": max(by_steps.get(("lin", "kd"), lin) - lin, 0.0)}
+    base = parse(row["method"]).base.split(":")[0]  # trsp:kd is costed as TRSP's own run
+    select = cpu.get(base, {}).get("prune_s", 0.0)
+    return (select + sum(step_s[s] for s in _steps(row["method"]))) / 60, True
+
+
 def pipelines_table(rows: list[dict]):
     """One line per pipeline (rows[0] is dense): perplexities, the validation score, cost, Pareto membership."""
     import pandas as pd
@@ -92,7 +117,8 @@ def pipelines_table(rows: list[dict]):
     dense = rows[0]
     t = pd.DataFrame([{"pipeline": r["method"], **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
                        "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
-                       "zero-shot": r.get("zs_avg"), "CPU min": r["prune_s"] / 60} for r in rows[1:]])
+                       "zero-shot": r.get("zs_avg"), "CPU min": cpu_minutes(r, rows)[0],
+                       "cost": "estimated" if cpu_minutes(r, rows)[1] else "measured"} for r in rows[1:]])
     t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
     t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
     t["TRSP"] = t["pipeline"].str.startswith("trsp")
