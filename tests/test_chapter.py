@@ -59,3 +59,15 @@ def test_note_says_the_command_the_measured_cost_and_the_estimate():
     assert "GPU hours" in text and "papermill x y" in text
     empty = chapter.note_markdown("01_method", cost=chapter.Cost(0.0, 0, 0, ()), page_s=5.0)
     assert "reads no cached result" in empty and "ran in 5 s." in empty
+
+
+def test_gpu_records_are_counted_apart_and_scaled():
+    from trsp_lib.chapter import measured_cost, note_markdown
+
+    recs = {"a": {"wall_s": 100.0, "provenance": {"cpus": 2, "cuda": None}},
+            "b": {"wall_s": 60.0, "provenance": {"cpus": 16, "cuda": "NVIDIA H200"}}}
+    cost = measured_cost(recs)
+    assert (cost.seconds, cost.n_gpu, cost.gpu_seconds, cost.cpus) == (100.0, 1, 60.0, (2,))
+    text = note_markdown("07_paper_and_us", cost=cost)
+    assert "1 results this chapter reads that were computed on CPU took 100 s" in text
+    assert "1 of them were computed on an NVIDIA H200" in text and "gpu_check.json" in text

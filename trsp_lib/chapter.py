@@ -29,6 +29,9 @@ class Cost:
     n_records: int
     untimed: int          # records without a wall time or timings (counted as 0 s)
     cpus: tuple[int, ...]  # distinct `provenance.cpus` of the records
+    gpu_seconds: float = 0.0  # of the records computed on a GPU (not in `seconds`)
+    n_gpu: int = 0
+    gpu: str = ""
 
 
 def record_seconds(record: dict) -> float | None:
@@ -48,9 +51,21 @@ def measured_cost(records: dict[str, dict] | None = None) -> Cost:
     from .results import USED
 
     records = USED if records is None else records
-    times = [record_seconds(r) for r in records.values()]
-    cpus = sorted({r.get("provenance", {}).get("cpus") for r in records.values()} - {None})
-    return Cost(sum(t for t in times if t is not None), len(times), sum(t is None for t in times), tuple(cpus))
+    gpu = [r for r in records.values() if (r.get("provenance") or {}).get("cuda")]
+    cpu = [r for r in records.values() if not (r.get("provenance") or {}).get("cuda")]
+    times = [record_seconds(r) for r in cpu]
+    cpus = sorted({r.get("provenance", {}).get("cpus") for r in cpu} - {None})
+    return Cost(sum(t for t in times if t is not None), len(records), sum(t is None for t in times), tuple(cpus),
+                sum(record_seconds(r) or 0.0 for r in gpu), len(gpu), gpu[0]["provenance"]["cuda"] if gpu else "")
+
+
+def gpu_to_cpu() -> tuple[float, float]:
+    """(low, high) ratio of 2-core CPU to GPU wall time, from the rows computed on both (data/results/gpu_check.json)."""
+    from .results import results_dir
+
+    check = json.loads((results_dir() / "gpu_check.json").read_text())
+    ratios = [cpu / gpu for gpu, cpu in (r["wall_s (gpu, cpu)"] for r in check["rows"])]
+    return min(ratios), max(ratios)
 
 
 def elapsed_s() -> float | None:
@@ -103,10 +118,16 @@ def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | Non
     lines = ["## Rerun this chapter", "", "```bash", rerun_command(notebook, params), "```", ""]
     where = f"{'/'.join(map(str, cost.cpus))} CPU cores" if cost.cpus else "this machine"
     if cost.n_records:
-        lines.append(f"**Cost, measured:** computing the {cost.n_records} results this chapter reads took "
-                     f"{duration(cost.seconds)} on {where} (the sum of the wall times recorded with each result, "
+        lines.append(f"**Cost, measured:** computing the {cost.n_records - cost.n_gpu} results this chapter reads that "
+                     f"were computed on CPU took {duration(cost.seconds)} on {where} (the sum of the wall times recorded with each result, "
                      f"beside its provenance"
                      + (f"; {cost.untimed} without a recorded time" if cost.untimed else "") + ").")
+        if cost.n_gpu:
+            lo, hi = gpu_to_cpu()
+            lines[-1] += (f" {cost.n_gpu} of them were computed on an {cost.gpu} in float32 ({duration(cost.gpu_seconds)} "
+                          f"there, shared by 8 processes); on 2 CPU cores they would take about "
+                          f"{duration(lo * cost.gpu_seconds)}-{duration(hi * cost.gpu_seconds)} (the CPU / GPU ratio of "
+                          f"the rows computed on both, {lo:.1f}-{hi:.1f}x, data/results/gpu_check.json).")
     else:
         lines.append("**Cost, measured:** this chapter reads no cached result; it computes everything it shows.")
     if page_s is not None:
