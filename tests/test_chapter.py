@@ -69,5 +69,5 @@ def test_gpu_records_are_counted_apart_and_scaled():
     cost = measured_cost(recs)
     assert (cost.seconds, cost.n_gpu, cost.gpu_seconds, cost.cpus) == (100.0, 1, 60.0, (2,))
     text = note_markdown("07_paper_and_us", cost=cost)
-    assert "1 results this chapter reads that were computed on CPU took 100 s" in text
+    assert "1 results this chapter reads that were computed on CPU took 2 min" in text
     assert "1 of them were computed on an NVIDIA H200" in text and "gpu_check.json" in text
