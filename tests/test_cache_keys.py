@@ -140,6 +140,8 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
                               profile=p["profile"], tuned_seeds=tuple(p["tuned_seeds"]),
                               tuned_zs_seeds=tuple(p["tuned_zs_seeds"]), kd_seeds=tuple(p["kd_seeds"]), cached_only=True)
     assert "not computed" not in capsys.readouterr().out
+    from trsp_lib.profiles import CPU_EVAL, get_profile
+    assert get_profile("tuned") == {**CPU_EVAL, **chosen["tuned"]}  # the profile is the validation search's winner
     found |= {r["key"] for r in chosen["rows"]} | {r["key"] for rows in main.values() for r in rows}
     rows_on_disk = [p for p in committed.glob("compare-*/rows/*.json") if not p.name.startswith("speed-")]
     assert rows_on_disk
