@@ -4,7 +4,7 @@ import torch
 
 from trsp_lib.adapters import get_layers, scale_branch_output, get_adapter
 from trsp_lib.criteria import block_influence, reverse, shortgpt
-from trsp_lib.tiny import tiny_model
+from trsp_lib.tiny import TINY_ARCHS, tiny_model
 from trsp_lib.trsp import TRSPConfig, finetune
 
 CALIB = torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0))
@@ -53,12 +53,13 @@ def test_an_exact_identity_layer_is_chosen_first(name):
 
 
 def test_sleb_rescores_given_what_is_removed():
-    from trsp_lib.criteria import calib_loss, sleb
+    from trsp_lib.criteria import calib_loss, sleb, sleb_reference
 
     model = tiny_model("llama", n_layers=5)
     order = sleb(model, CALIB, 2)
     second = {i: calib_loss(model, CALIB, {order[0], i}) for i in range(5) if i != order[0]}
     assert order[1] == min(second, key=second.get)
+    assert sleb_reference(model, CALIB, 2) == order  # the kept straightforward search agrees
 
 
 def test_angular_returns_the_closest_contiguous_block():
@@ -139,3 +140,28 @@ def test_magnitude_removes_the_layer_with_the_smallest_weights_first():
     job = Job(copy.deepcopy(model), 1, TRSPConfig())
     assert select(parse("magnitude+ft"), job)["removed"] == [4] and job.model.config.num_hidden_layers == 5
     assert parse("magnitude").key_params(0.25, 1, TRSPConfig(), 16, 0)["criterion_samples"] is None  # sees no data
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_sleb_reusing_prefixes_matches_the_full_forward_search(arch):
+    """Same layers and the same per-candidate losses as one whole forward pass per candidate, on every architecture
+    (gemma2/3: sliding and global layers alternate with a 4-token window < 12 tokens; 6 rows: batches of 4 and 2)."""
+    from trsp_lib.criteria import full_forward_losses, sleb_search
+
+    model = tiny_model(arch, n_layers=6)
+    calib = torch.randint(3, 100, (6, 12), generator=torch.Generator().manual_seed(1))
+    fast, fast_steps = sleb_search(model, calib, 3)
+    slow, slow_steps = sleb_search(model, calib, 3, full_forward_losses)
+    assert fast == slow and len(set(fast)) == 3
+    for fast_losses, slow_losses in zip(fast_steps, slow_steps, strict=True):
+        assert fast_losses.keys() == slow_losses.keys() and len(set(slow_losses.values())) > 1
+        for i, loss in slow_losses.items():
+            assert fast_losses[i] == pytest.approx(loss, rel=1e-5), (arch, i)
+    assert not any(type(layer).__name__ == "GatedLayer" for layer in get_layers(model))  # hooks gone
+
+
+def test_sleb_candidate_losses_refuse_removed_candidates():
+    from trsp_lib.sleb_cache import candidate_losses
+
+    with pytest.raises(ValueError, match=r"candidates \[1\] are already removed"):
+        candidate_losses(tiny_model("llama", n_layers=3), CALIB, [1], [0, 1])

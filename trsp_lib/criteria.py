@@ -8,7 +8,7 @@ They become pipelines (rows of the study) by one entry each in `pipelines.SELECT
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from .adapters import get_layers
 from .gating import attach_gates, detach_gates
 from .devices import input_device
 from .log import say
+from .sleb_cache import candidate_losses
 
 
 @torch.no_grad()
@@ -88,14 +89,36 @@ def _check_n(model: nn.Module, n: int) -> int:
     return n_layers
 
 
-def sleb(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
-    """SLEB: greedily remove the layer whose removal raises the calibration loss least, re-scored each step."""
+#: (model, calib, removed, candidates) -> {candidate i: calibration loss with i and the removed layers skipped}
+Scorer = Callable[[nn.Module, torch.Tensor, list[int], list[int]], dict[int, float]]
+
+
+def sleb_search(model: nn.Module, calib: torch.Tensor, n: int,
+                score: Scorer = candidate_losses) -> tuple[list[int], list[dict[int, float]]]:
+    """SLEB's greedy steps: (layers removed in order, every step's candidate losses) for checks and plots."""
     n_layers = _check_n(model, n)
     removed: list[int] = []
+    steps: list[dict[int, float]] = []
     for _ in range(n):
-        losses = {i: calib_loss(model, calib, set(removed) | {i}) for i in range(n_layers) if i not in removed}
+        losses = score(model, calib, removed, [i for i in range(n_layers) if i not in removed])
         removed.append(min(losses, key=lambda i: (losses[i], i)))
-    return removed
+        steps.append(losses)
+    return removed, steps
+
+
+def sleb(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    """SLEB: greedily remove the layer whose removal raises the calibration loss least, re-scored each step."""
+    return sleb_search(model, calib, n)[0]
+
+
+def full_forward_losses(model: nn.Module, calib: torch.Tensor, removed: list[int], candidates: list[int]) -> dict[int, float]:
+    """The straightforward scorer (one whole forward pass per candidate): the reference `candidate_losses` must match."""
+    return {i: calib_loss(model, calib, set(removed) | {i}) for i in candidates}
+
+
+def sleb_reference(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
+    """SLEB as first written (no reuse between candidates), kept to test and time the fast search against."""
+    return sleb_search(model, calib, n, full_forward_losses)[0]
 
 
 def ppl_scores(model: nn.Module, calib: torch.Tensor) -> list[float]:
