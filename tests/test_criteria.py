@@ -148,11 +148,11 @@ def test_sleb_reusing_prefixes_matches_the_full_forward_search(arch):
     (gemma2/3: sliding and global layers alternate with a 4-token window < 12 tokens; 6 rows: batches of 4 and 2)."""
     from trsp_lib.criteria import full_forward_losses, sleb_search
 
-    model = tiny_model(arch, n_layers=6)
+    model = tiny_model(arch, n_layers=5)
     calib = torch.randint(3, 100, (6, 12), generator=torch.Generator().manual_seed(1))
-    fast, fast_steps = sleb_search(model, calib, 3)
-    slow, slow_steps = sleb_search(model, calib, 3, full_forward_losses)
-    assert fast == slow and len(set(fast)) == 3
+    fast, fast_steps = sleb_search(model, calib, 2)  # the second step restarts past a removed layer
+    slow, slow_steps = sleb_search(model, calib, 2, full_forward_losses)
+    assert fast == slow and len(set(fast)) == 2
     for fast_losses, slow_losses in zip(fast_steps, slow_steps, strict=True):
         assert fast_losses.keys() == slow_losses.keys() and len(set(slow_losses.values())) > 1
         for i, loss in slow_losses.items():

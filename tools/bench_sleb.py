@@ -5,6 +5,7 @@ calibration rows, and prints the speed-up ratio (never a bare time to compare ac
 whether the selections agree and the largest relative difference of a candidate loss.
 
     nice .venv/bin/python tools/bench_sleb.py --model smollm2-135m --rows 16 --seq-len 256 --steps 1
+    nice .venv/bin/python tools/bench_sleb.py --rows 4 --threads 1   # short, on a shared 2-core CPU
 """
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--steps", type=int, default=1, help="greedy steps timed (the study's 25%% of 30 layers is 8)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (1 on a shared CPU: no thread waits for another job's core, CPU time = work)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     model, tok = load_model(a.model, device=a.device, dtype="float32")
     calib = calibration_batches(tok, a.rows, a.seq_len, source="wiki", seed=0)
     with torch.no_grad():  # warm-up: first-call costs out of both timings
