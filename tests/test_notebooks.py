@@ -106,11 +106,13 @@ def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
 
 
 def test_intro_reads_the_baselines_chapters_rows():
-    """The intro's verdict repeats chapter 4's compare calls: same parameters, so the same cached rows."""
-    intro, baselines = (dict(_exec(_parameters(nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4))))
-                        for n in ("00_intro", "04_baselines"))
-    shared = set(intro) - {"__builtins__"}
-    assert shared and {k: intro[k] for k in shared} == {k: baselines[k] for k in shared}
+    """The intro's verdict repeats chapter 4's compare calls and chapter 7's main rows: same parameters, so the
+    same cached rows (each intro parameter is chapter 4's, or else chapter 7's)."""
+    intro, baselines, paper = (dict(_exec(_parameters(nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4))))
+                               for n in ("00_intro", "04_baselines", "07_paper_and_us"))
+    names = set(intro) - {"__builtins__"}
+    assert names and all(k in baselines or k in paper for k in names)
+    assert {k: intro[k] for k in names} == {k: baselines[k] if k in baselines else paper[k] for k in names}
 
 
 def _exec(source: str) -> dict:
