@@ -150,6 +150,8 @@ def main_rows(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seeds
             rows = compare(model=model, ratios=[ratio], finetune_baselines=False, speed=False,
                            **{"limit": limit, **call}, **kw)
             for r in rows:
+                if r["method"] == "dense" and "dense" in out:  # a perplexity-only call's dense row: the same model
+                    continue
                 if r["key"] not in keys:
                     keys.add(r["key"])
                     out.setdefault(r["method"] + (suffix if r["method"] != "dense" else ""), []).append(r)
