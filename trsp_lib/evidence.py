@@ -193,10 +193,12 @@ def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, st
         pa, pb = [r["ppl_wiki"] for r in main[a]], [r["ppl_wiki"] for r in main[b]]
         ppl = ("within seed spread" if not beyond_spread(pa, pb) else f"{a_name} lower" if max(pa) < min(pb)
                else f"{b_name} lower")
-        zs = paired_bootstrap(main[a], main[b])
-        zv = "tie (interval holds 0)" if zs["lo"] <= 0 <= zs["hi"] else f"{a_name if zs['lo'] > 0 else b_name} higher"
+        items = all(any("zs_items" in r for r in main[x]) for x in (a, b))
+        zs = paired_bootstrap(main[a], main[b]) if items else {"diff": math.nan, "lo": math.nan, "hi": math.nan, "tasks": {}}
+        zv = ("not measured" if not items else "tie (interval holds 0)" if zs["lo"] <= 0 <= zs["hi"]
+              else f"{a_name if zs['lo'] > 0 else b_name} higher")
         out.append({"a": a, "b": b, "zs": zs, "claim": f"{a_name} beats {b_name}", "PPL wiki (A vs B)": f"{_pm(pa, 1)} vs {_pm(pb, 1)}",
-                    "PPL verdict": ppl, "zero-shot A - B [95% CI]": f"{zs['diff']:+.3f} [{zs['lo']:+.3f}, {zs['hi']:+.3f}]",
+                    "PPL verdict": ppl, "zero-shot A - B [95% CI]": f"{zs['diff']:+.3f} [{zs['lo']:+.3f}, {zs['hi']:+.3f}]" if items else "-",
                     "zero-shot verdict": zv, "holds": "yes" if ppl.startswith(a_name) and not zv.endswith(f"{b_name} higher")
                     else "no" if ppl.startswith(b_name) or zv.startswith(b_name) else "undecided"})
     return out
