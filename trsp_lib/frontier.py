@@ -32,8 +32,8 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
     for point in grid:
         rows = compare(methods=[selection], finetune_baselines=False, pipelines=[label], **{what: point}, **compare_kw)
         candidates.append((point, next((r for r in rows if r["method"] == label), {})))  # {}: not computed yet
-    if searched is not None:
-        searched += [row for _, row in candidates]
+        if searched is not None:  # every row the search read (its selection's own row too)
+            searched += [r for r in rows if r["method"] != "dense"]
     best, _ = pick_on_validation(candidates)
     record = [{"pipeline": label, "setting": setting_name(point), "PPL wiki (val)": row.get("ppl_wiki_val"),
                "PPL news (val)": row.get("ppl_news_val"), "PPL wiki (test)": row.get("ppl_wiki"),
