@@ -168,6 +168,8 @@ CLAIMS = [("TRSP", "trsp", "ShortGPT", "shortgpt"), ("TRSP", "trsp", "SLEB", "sl
 
 
 def _pm(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
     s = seed_spread(values)
     return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
 
@@ -225,7 +227,8 @@ def plot_seeds(main: dict[str, list[dict]], limit: int = LIMIT):
     for i, label in enumerate(order):
         colour = "tab:red" if label.startswith("trsp") else OTHERS[i % len(OTHERS)]  # TRSP alone in red
         ax1.scatter([r["ppl_wiki"] for r in main[label]], [i] * len(main[label]), color=colour, zorder=3)
-        ax2.scatter([r["zs_avg"] for r in main[label]], [i] * len(main[label]), color=colour, zorder=3)
+        scored = [r["zs_avg"] for r in main[label] if "zs_avg" in r]  # perplexity-only seeds have no dot here
+        ax2.scatter(scored, [i] * len(scored), color=colour, zorder=3)
     reference_line(ax1, main["dense"][0]["ppl_wiki"], "dense", kind="dense", vertical=True)
     reference_line(ax2, main["dense"][0]["zs_avg"], "dense", kind="dense", vertical=True)
     chance_line(ax2, limit=limit, vertical=True)
