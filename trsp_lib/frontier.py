@@ -115,10 +115,11 @@ def pipelines_table(rows: list[dict]):
     import pandas as pd
 
     dense = rows[0]
+    costs = [cpu_minutes(r, rows) for r in rows[1:]]
     t = pd.DataFrame([{"pipeline": r["method"], **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
                        "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
-                       "zero-shot": r.get("zs_avg"), "CPU min": cpu_minutes(r, rows)[0],
-                       "cost": "estimated" if cpu_minutes(r, rows)[1] else "measured"} for r in rows[1:]])
+                       "zero-shot": r.get("zs_avg"), "CPU min": minutes, "cost": "estimated" if estimated else "measured"}
+                      for r, (minutes, estimated) in zip(rows[1:], costs)])
     t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
     t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
     t["TRSP"] = t["pipeline"].str.startswith("trsp")
