@@ -71,3 +71,15 @@ def test_gpu_records_are_counted_apart_and_scaled():
     text = note_markdown("07_paper_and_us", cost=cost)
     assert "1 results this chapter reads that were computed on CPU took 2 min" in text
     assert "1 of them were computed on an NVIDIA H200" in text and "gpu_check.json" in text
+
+
+def test_fresh_estimate_pays_a_shared_record_once_and_scales_gpu_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "USED", {"/r/a.json": {"wall_s": 100.0, "provenance": {"cpus": 2}},
+                                          "/r/g.json": {"wall_s": 10.0, "provenance": {"cuda": "H200"}}})
+    assert chapter.log_used("00_intro") is None  # no TRSP_USED_LOG: nothing written
+    first = json.loads(chapter.log_used("00_intro", str(tmp_path)).read_text())
+    assert first == {"/r/a.json": {"s": 100.0, "gpu": False}, "/r/g.json": {"s": 10.0, "gpu": True}}
+    logs = {"00_intro": first, "07_paper": {"/r/a.json": first["/r/a.json"], "/r/b.json": {"s": 5.0, "gpu": False}}}
+    est = chapter.fresh_estimate(logs, ratio=(8.0, 12.0))
+    assert est["chapters"] == {"00_intro": (180.0, 220.0), "07_paper": (5.0, 5.0)}  # a.json paid by the first only
+    assert (est["n"], est["cpu_s"], est["gpu_s"], est["low_s"], est["high_s"]) == (3, 105.0, 10.0, 185.0, 225.0)

@@ -120,3 +120,13 @@ def test_compare_bad_input_exits_2_with_one_line(tiny_model_dir, tmp_path, capsy
     assert main(["compare", "--model", str(tiny_model_dir), "--ratios", "0", "--methods", "reverse", "--limit", "0",
                  "--profile", "tiny", "--out", str(tmp_path)]) == 2
     assert "ratios must be in (0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, says", [("--lin-alpha", "-1", "lin alpha must be >= 0"),
+                                               ("--heal-temperature", "0", "heal temperature must be > 0"),
+                                               ("--heal-lr", "-1e-4", "heal lr must be > 0")])
+def test_compare_rejects_a_bad_pipeline_option_in_one_line(tmp_path, capsys, flag, value, says):
+    assert main(["compare", "--model", "tiny", "--ratios", "0.25", "--methods", "sleb", "--pipelines", "sleb+lin+kd",
+                 "--out", str(tmp_path), f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1

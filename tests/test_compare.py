@@ -244,3 +244,31 @@ def test_rows_record_the_parameters_their_key_hashes(tiny_model_dir, tmp_path, r
     again = compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", out=out, profile="tiny", limit=0,
                     speed=False, finetune_baselines=False)
     assert again[1]["params"] == rows[1]["params"] and json.loads(path.read_text())["params"] == rows[1]["params"]
+
+
+def test_healing_the_last_layers_trains_only_them_and_the_head():
+    import copy
+
+    import torch
+
+    from trsp_lib.adapters import get_layers
+    from trsp_lib.config import TRSPConfig
+    from trsp_lib.models import tiny_model
+    from trsp_lib.pipelines import parse
+    from trsp_lib.removal import remove_layers
+    from trsp_lib.trsp import finetune
+
+    model = tiny_model("llama", n_layers=4)
+    remove_layers(model, [1])
+    before = copy.deepcopy(model)
+    calib = torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))
+    cfg = parse("sleb+ft").configure(TRSPConfig(batch_size=2, grad_accum=1, lr=1e-3, warmup=0.0), {"heal": {"last": 1}})
+    assert cfg.heal_last == 1
+    finetune(model, calib, 4, cfg)
+    changed = {n for (n, p), q in zip(model.named_parameters(), before.parameters()) if not torch.equal(p, q)}
+    last = len(get_layers(model)) - 1
+    assert changed and all(f"layers.{last}." in n or "norm" in n or "lm_head" in n or "embed" in n for n in changed)
+    assert any(f"layers.{last}." in n for n in changed) and not any("layers.0." in n for n in changed)
+    assert all(p.requires_grad for p in model.parameters())  # the next step trains every weight again
+    with pytest.raises(ValueError, match="exceeds the model's 3 layers"):
+        finetune(model, calib, 1, TRSPConfig(batch_size=2, grad_accum=1, heal_last=4))

@@ -91,3 +91,32 @@ def test_gpu_rows_are_costed_from_cpu_rows():
     assert cpu_minutes(rows[1], rows) == (10.0, False)
     assert cpu_minutes({"method": "sleb+kd", "prune_s": 5.0, **gpu}, rows) == (14.0, True)      # 600 + (300 - 60)
     assert cpu_minutes({"method": "sleb+lin+ft", "prune_s": 5.0, **gpu}, rows) == (14.0, True)  # 600 + 60 + 180
+
+
+def test_one_seed_claims_read_the_relative_table():
+    import pandas as pd
+
+    from trsp_lib.analysis import ABLATION_CLAIMS, one_seed_claims, paper_evidence, relative
+
+    ours = pd.DataFrame([
+        {"model": "m", "method": "dense", "ppl": 10.0, "acc": 50.0, "acc_se": 1.0},
+        {"model": "m", "method": "trsp", "ppl": 20.0, "acc": 40.0, "acc_se": 1.0},
+        {"model": "m", "method": ABLATION_CLAIMS[0][1], "ppl": 30.0, "acc": float("nan")},   # R matters: 2.0 -> 3.0
+        {"model": "m", "method": ABLATION_CLAIMS[2][1], "ppl": 20.5, "acc": float("nan")},   # lambda2: +2.5% < 5%
+        {"model": "g", "method": "dense", "ppl": 10.0, "acc": 50.0, "acc_se": 1.0},
+        {"model": "g", "method": "trsp", "ppl": 30.0, "acc": 40.0, "acc_se": 1.0},
+        {"model": "g", "method": "shortgpt", "ppl": 40.0, "acc": 30.0, "acc_se": 1.0},
+        {"model": "g", "method": "shortgpt+ft", "ppl": 25.0, "acc": 45.0, "acc_se": 1.0}])
+    paper = pd.DataFrame([{"model": "L", "method": "dense", "ppl": 5.0, "acc": 60.0},
+                          {"model": "L", "method": "trsp", "ppl": 7.0, "acc": 58.0},
+                          {"model": "L", "method": "sleb", "ppl": 9.0, "acc": 50.0}])
+    both = pd.concat([relative(paper, "paper"), relative(ours, "this study")], ignore_index=True)
+    assert paper_evidence(both, "trsp", "sleb", "L") == "1.40 vs 1.80"
+    assert paper_evidence(both, "trsp", "sleb+ft", "L") == "not measured"
+    t = one_seed_claims(both, ours, "m", "L").set_index("claim")["holds here"]
+    assert t["TRSP has lower perplexity than shortgpt"] == "yes"             # 3.0 vs 4.0 on g
+    assert t["TRSP has lower perplexity than shortgpt + fine-tune"] == "no"  # 3.0 vs 2.5
+    assert t["TRSP loses less zero-shot accuracy than ShortGPT"] == "yes"   # 10 vs 20 pp, s.e. 1.4
+    assert t[ABLATION_CLAIMS[0][0]] == "yes" and t[ABLATION_CLAIMS[2][0]] == "no"
+    assert t[ABLATION_CLAIMS[1][0]] == "not computed"  # no one-shot row
+    assert "sleb" not in " ".join(t.index)  # g has no SLEB row: no claim about it

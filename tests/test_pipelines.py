@@ -15,7 +15,7 @@ def legacy_key_params(label: str, ratio: float, n: int, cfg: TRSPConfig, cs: int
     """How `compare` built a row's key before the registry existed (the committed rows' keys), when
     `TRSPConfig` had no stage2_loss and kd_temperature yet."""
     method = label.removesuffix("+ft")
-    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("stage2_loss", "kd_temperature")}
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("stage2_loss", "kd_temperature", "heal_last")}
     return {"method": label, "ratio": ratio, "n": n, "config": old,
             "criterion_samples": cs if method not in ("trsp", "reverse", "random") else None,
             "ft_steps": budget if label.endswith("+ft") else 0}
@@ -38,6 +38,9 @@ def test_edits_and_new_healing_add_a_key_entry_only_where_present():
     key = kd.key_params(0.25, 8, kd.configure(cfg, opts), 16, 48, opts)
     assert key["heal"] == {"kind": "kd", "temperature": 2.0} and key["config"]["kd_temperature"] == 2.0 and "edits" not in key
     assert parse("trsp:kd").configure(cfg, opts).stage2_loss == "kd" and parse("sleb+ft").configure(cfg, {}) == cfg
+    scoped = parse("sleb+ft").configure(cfg, {"heal": {"last": 2}})
+    assert config_key(scoped)["heal_last"] == 2 and "heal_last" not in config_key(cfg)  # a new key only when scoped
+    assert parse("trsp:kd").configure(cfg, {"heal": {"last": 2}}).heal_last == 0      # TRSP's stage 2 trains all
     assert parse("sleb+lin+ft").needs() == {"calib", "dense", "steps"} and parse("reverse").needs() == set()
     with pytest.raises(ValueError, match="must be the last step"):
         parse("sleb+ft+lin")
@@ -48,7 +51,7 @@ def test_edits_and_new_healing_add_a_key_entry_only_where_present():
 def test_a_config_field_added_later_changes_no_key_at_its_default(monkeypatch):
     from trsp_lib.config import LATER_FIELDS
 
-    committed = {k: v for k, v in dataclasses.asdict(TRSPConfig()).items() if k not in ("stage2_loss", "kd_temperature")}
+    committed = {k: v for k, v in dataclasses.asdict(TRSPConfig()).items() if k not in ("stage2_loss", "kd_temperature", "heal_last")}
     assert config_key(TRSPConfig()) == committed                     # the committed rows' config entry
     assert config_key(TRSPConfig(stage2_loss="kd")) == {**committed, "stage2_loss": "kd"}
     assert config_key(TRSPConfig(lambda1=0.01))["lambda1"] == 0.01    # an old field always counts

@@ -169,3 +169,62 @@ def beyond_spread(a: list[float], b: list[float]) -> bool:
     """The study's seed rule: a difference holds only when the two seed ranges do not overlap
     (every seed of one side beats every seed of the other)."""
     return max(a) < min(b) or max(b) < min(a)
+
+
+#: The paper's ablations: (claim, row label, TRSP config overrides that make the row, the factor by which
+#: perplexity must rise for the claim to hold; None: any rise; the lambda2 claim is the method's premise,
+#: so it asks for more than noise). The paper's table uses the same labels.
+ABLATION_CLAIMS = (("stage 2 (R) matters: removing it raises perplexity", "trsp w/o R (no stage 2)",
+                    {"stage2_steps": 0}, None),
+                   ("iterative selection (W) matters: one-shot raises perplexity", "trsp w/o W (one-shot)",
+                    {"one_shot": True}, None),
+                   ("the identity penalty (lambda2) matters: without it perplexity rises > 5% (fade on)",
+                    "trsp, lambda2 = 0 (stage 2 without its penalty)", {"lambda2": 0.0}, 1.05))
+
+
+def rel(both, source: str, model: str, method: str, col: str = "PPL pruned/dense") -> float:
+    """One value of a `relative` table (NaN when that row is absent)."""
+    sel = both[(both["source"] == source) & (both["model"] == model) & (both["method"] == method)]
+    return float(sel[col].iloc[0]) if len(sel) else float("nan")
+
+
+def paper_evidence(both, a: str, b: str, paper_model: str = "LLaMA2-7B") -> str:
+    """What the paper reports for "a beats b" as pruned / dense perplexity, or why there is nothing to quote."""
+    if a.startswith("trsp") and b in ("shortgpt", "sleb"):
+        return f"{rel(both, 'paper', paper_model, 'trsp'):.2f} vs {rel(both, 'paper', paper_model, b):.2f}"
+    return "not measured" if a.startswith("trsp") else "not in the paper"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def one_seed_claims(both, ours, model: str, paper_model: str = "LLaMA2-7B"):
+    """The claims read from one seed with 50 items: TRSP against ShortGPT / SLEB (and their + fine-tune) on
+    every other model of `ours`, and the paper's ablations on `model`. Perplexity decides; a zero-shot gap
+    within two standard errors is a tie. `both`: `relative` of the paper and of `ours` ("this study")."""
+    import pandas as pd
+
+    out = []
+    for m in [x for x in ours["model"].unique() if x != model]:
+        t = rel(both, "this study", m, "trsp")
+        for base in ("shortgpt", "sleb"):
+            for name, label in ((base, base), (f"{base} + fine-tune", base + "+ft")):
+                b = rel(both, "this study", m, label)
+                if b == b:
+                    out.append({"claim": f"TRSP has lower perplexity than {name}", "model": m,
+                                "this study": f"{t:.2f} vs {b:.2f}", "holds here": _yes(t < b)})
+        ta, sa = (rel(both, "this study", m, x, "accuracy drop (pp)") for x in ("trsp", "shortgpt"))
+        se = diff_se(*ours.loc[(ours["model"] == m) & ours["method"].isin(["trsp", "shortgpt"]), "acc_se"])
+        out.append({"claim": "TRSP loses less zero-shot accuracy than ShortGPT", "model": m,
+                    "this study": f"{ta:.1f} vs {sa:.1f} pp (s.e. {se:.1f})",
+                    "holds here": verdict(sa - ta, se, "yes", "no", tie="tie (within 2 s.e.)")})
+    full = rel(both, "this study", model, "trsp")
+    for claim, label, _, premise in ABLATION_CLAIMS:
+        other = rel(both, "this study", model, label)
+        paper = (f"{rel(both, 'paper', paper_model, 'trsp'):.2f} -> {rel(both, 'paper', paper_model, label):.2f}"
+                 if premise is None else "the method's premise")
+        out.append({"claim": claim, "model": model, "paper (LLaMA-2-7B)": paper,
+                    "this study": f"{full:.2f} -> {other:.2f}",
+                    "holds here": _yes(other > (premise or 1.0) * full) if other == other else "not computed"})
+    return pd.DataFrame(out, columns=["claim", "model", "paper (LLaMA-2-7B)", "this study", "holds here"]).fillna("")

@@ -12,9 +12,11 @@ never run here) the note gives an estimate of GPU hours from FLOPs, with the ari
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 #: bf16 dense peak of one H100 SXM (TFLOP/s) and the fraction a training loop typically reaches.
 H100_BF16_TFLOPS = 989.0
@@ -152,4 +154,46 @@ def rerun_note(notebook: str, params: dict | None = None, *, paper: dict | None 
     """
     from IPython.display import Markdown, display
 
+    log_used(notebook)
     display(Markdown(note_markdown(notebook, params, page_s=elapsed_s() if page_time else None, paper=paper)))
+
+
+def log_used(notebook: str, directory: str | None = None) -> Path | None:
+    """Write which records this kernel used, with their seconds, to `<TRSP_USED_LOG>/<notebook>.json`.
+
+    Why: chapters share rows, so the cost of `make book FRESH=1` is the union of what they used,
+    not the sum of their notes; `book/run_notebooks.py` sets the directory and calls `fresh_estimate`."""
+    from .results import USED
+
+    directory = directory or os.environ.get("TRSP_USED_LOG")
+    if not directory:
+        return None
+    path = Path(directory) / f"{notebook}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: {"s": record_seconds(r) or 0.0, "gpu": bool((r.get("provenance") or {}).get("cuda"))}
+                                for k, r in USED.items()}, indent=0))
+    return path
+
+
+def fresh_estimate(logs: dict[str, dict[str, dict]], ratio: tuple[float, float] | None = None) -> dict:
+    """What recomputing every record the chapters used costs on 2 CPU cores: {"chapters": {name: (low, high) s},
+    "cpu_s", "gpu_s", "low_s", "high_s", "n"}. A record shared by chapters is paid once, by the first
+    (in name order) that uses it; GPU-computed seconds are scaled by the measured CPU / GPU `ratio`."""
+    lo, hi = ratio or gpu_to_cpu()
+    seen: set[str] = set()
+    chapters, cpu, gpu = {}, 0.0, 0.0
+    for name in sorted(logs):
+        c_lo = c_hi = 0.0
+        for path, rec in logs[name].items():
+            if path in seen:
+                continue
+            seen.add(path)
+            if rec["gpu"]:
+                gpu += rec["s"]
+                c_lo, c_hi = c_lo + lo * rec["s"], c_hi + hi * rec["s"]
+            else:
+                cpu += rec["s"]
+                c_lo, c_hi = c_lo + rec["s"], c_hi + rec["s"]
+        chapters[name] = (c_lo, c_hi)
+    return {"chapters": chapters, "cpu_s": cpu, "gpu_s": gpu, "low_s": cpu + lo * gpu, "high_s": cpu + hi * gpu,
+            "n": len(seen)}

@@ -106,7 +106,7 @@ def cmd_compare(args) -> int:
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
                    cached_only=args.cached_only, pipelines=args.pipelines, eval_texts=_texts(args),
                    lin={"alpha": args.lin_alpha, "sequential": args.lin_sequential},
-                   heal={"temperature": args.heal_temperature, "lr": args.heal_lr},
+                   heal={"temperature": args.heal_temperature, "lr": args.heal_lr, "last": args.heal_last},
                    **({"tasks": tasks} if tasks else {}))
     import pandas as pd
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3g}".format):
@@ -151,6 +151,7 @@ def _add_compare_parser(sub) -> None:
                    help="fit each run's map on the already-compensated model against the dense states")
     c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
     c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
+    c.add_argument("--heal-last", type=int, default=0, help="heal only the last k layers and the LM head (0: every weight)")
     c.add_argument("--text", action="append", help="evaluation text LABEL=SOURCE (repeatable; column ppl_LABEL), e.g. "
                    "wiki=wikitext2 (hub); default wiki=wiki and news=news, the built-in test splits")
     _add_config_flags(c)

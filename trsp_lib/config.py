@@ -51,6 +51,7 @@ class TRSPConfig:
     stage2_train: str = "all"        # "all" weights, or "kept": the selected layers' weights stay frozen
     stage2_loss: str = "lm"          # "lm" (paper) or "kd": KL(dense || pruned) in place of the LM loss (healing too)
     kd_temperature: float = 1.0      # temperature of the "kd" loss (and of +kd healing rows)
+    heal_last: int = 0               # +ft / +kd rows: 0 trains every weight; k trains only the last k layers and the head
     # the end
     fold_scales: bool = True         # fold kept layers' scales into their weights (exact), or drop them
     # machine
@@ -91,6 +92,8 @@ class TRSPConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.stage2_steps < 0:
             raise ValueError("stage2_steps must be >= 0")
+        if self.heal_last < 0:
+            raise ValueError(f"heal_last must be >= 0 (0: every weight heals), got {self.heal_last}")
         if not 0.0 < self.fade_fraction <= 1.0:
             raise ValueError(f"fade_fraction must be in (0, 1], got {self.fade_fraction}")
         if self.stage2_fade and self.gate != "branch":
@@ -112,7 +115,7 @@ def layers_to_remove(ratio: float, n_layers: int) -> int:
 
 #: Fields added to `TRSPConfig` after results were committed: a cache key leaves one out while it holds
 #: its default, so adding a field with a default never changes a committed key (see `config_key`).
-LATER_FIELDS: tuple[str, ...] = ("stage2_loss", "kd_temperature")
+LATER_FIELDS: tuple[str, ...] = ("stage2_loss", "kd_temperature", "heal_last")
 
 
 def config_key(cfg: TRSPConfig) -> dict:

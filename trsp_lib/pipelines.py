@@ -115,11 +115,28 @@ def _lin(job: Job) -> dict[str, Any]:
 def _heal_config(cfg: TRSPConfig, opts: dict) -> TRSPConfig:
     """The healing options of pipeline rows: the KD temperature, and a learning rate (None: the profile's)."""
     opts = {**HEAL_DEFAULT, **opts}
-    return replace(cfg, kd_temperature=opts["temperature"], lr=opts["lr"] or cfg.lr)
+    return replace(cfg, kd_temperature=opts["temperature"], lr=opts["lr"] or cfg.lr, heal_last=opts["last"])
 
 
 LIN_DEFAULT = {"alpha": 0.0, "sequential": True}
-HEAL_DEFAULT = {"temperature": 1.0, "lr": None}  # of the pipeline rows' healing (and trsp:kd); lr None = the profile's
+#: The pipeline rows' healing (and trsp:kd): lr None = the profile's; last 0 = every weight trains, k = only the
+#: last k layers and the LM head (a key records it only when k > 0: `config.LATER_FIELDS`).
+HEAL_DEFAULT = {"temperature": 1.0, "lr": None, "last": 0}
+
+
+def check_options(lin: dict, heal: dict) -> None:
+    """One-line errors for options that would silently compute nonsense (a negative ridge flips its sign)."""
+    unknown = sorted(set(lin) - set(LIN_DEFAULT)) + sorted(set(heal) - set(HEAL_DEFAULT))
+    if unknown:
+        raise ValueError(f"unknown pipeline option(s) {unknown}; lin takes {sorted(LIN_DEFAULT)}, heal {sorted(HEAL_DEFAULT)}")
+    if lin.get("alpha", 0.0) < 0:
+        raise ValueError(f"lin alpha must be >= 0 (a ridge, relative to mean diag(M^T M)), got {lin['alpha']}; try 0 or 1e-3")
+    if heal.get("temperature", 1.0) <= 0:
+        raise ValueError(f"heal temperature must be > 0, got {heal['temperature']}; the usual is 1")
+    if not isinstance(heal.get("last", 0), int) or heal.get("last", 0) < 0:
+        raise ValueError(f"heal last must be a whole number >= 0 (0: every weight heals), got {heal['last']!r}")
+    if heal.get("lr") is not None and heal["lr"] <= 0:
+        raise ValueError(f"heal lr must be > 0 (or None: the profile's), got {heal['lr']}")
 
 
 def _given(job: Job) -> dict[str, Any]:
@@ -132,7 +149,7 @@ SELECTIONS: dict[str, Step] = {
                  needs=frozenset({"calib", "steps"}), changes_weights=True),
     "trsp:kd": Step("trsp:kd", _trsp_kd, "TRSP with distillation from the dense model in place of stage 2's LM loss",
                     needs=frozenset({"calib", "steps", "dense"}), changes_weights=True, options="heal",
-                    configure=lambda cfg, opts: replace(_heal_config(cfg, opts), stage2_loss="kd")),
+                    configure=lambda cfg, opts: replace(_heal_config(cfg, {**opts, "last": 0}), stage2_loss="kd")),
     "shortgpt": criterion(criteria.shortgpt),
     "angular": criterion(criteria.angular),
     "sleb": criterion(criteria.sleb),

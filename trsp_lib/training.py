@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
+from .adapters import get_layers
 from .config import TRSPConfig
 from .devices import input_device, on_cuda
 from . import distributed
@@ -167,11 +168,12 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
     model.train()
     gating = attach_gates(model, "branch")
     gating.scales.requires_grad_(False)
+    trains = heal_scope(model, cfg.heal_last)  # names before sharding wraps them
     trainer = _Trainer(model, gating, calib, cfg)
     if teacher is not None:
         trainer.objective = kd_objective(teacher, cfg.kd_temperature)
     try:
-        gate_opt, weight_opt, sched = _optimizer(trainer.model, gating, cfg, lambda name: True, steps)
+        gate_opt, weight_opt, sched = _optimizer(trainer.model, gating, cfg, trains, steps)
         zero = torch.zeros(())
         with tqdm(total=steps, desc="distil" if teacher is not None else "fine-tune", unit="step") as bar:
             trainer.run(0, steps, gate_opt, weight_opt, sched, regularizer=lambda k: zero, bar=bar)
@@ -180,4 +182,23 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
         gating.scales.requires_grad_(True)
         detach_gates(model, gating, fold=False)
         model.train(was_training)
+        for p in model.parameters():
+            p.requires_grad_(True)
     return trainer.trajectory
+
+
+def heal_scope(model: nn.Module, last: int) -> Callable[[str], bool]:
+    """Which weights a healing run trains, by parameter name: every one (`last` 0), or only the last `last`
+    decoder layers, the final norm and the LM head (the cheap scope of Lu et al., "Reassessing Layer
+    Pruning", ICLR 2026). A tied LM head is the input embedding: it trains then too."""
+    if last <= 0:
+        return lambda name: True
+    layers = get_layers(model)
+    if last > len(layers):
+        raise ValueError(f"heal_last {last} exceeds the model's {len(layers)} layers; use 0 to heal every weight")
+    in_layers = {id(p) for layer in layers for p in layer.parameters()}
+    keep = {id(p) for layer in layers[-last:] for p in layer.parameters()}
+    keep |= {id(p) for p in model.get_output_embeddings().parameters()}
+    embed = {id(p) for p in model.get_input_embeddings().parameters()} - keep
+    names = {n for n, p in model.named_parameters() if id(p) in keep or (id(p) not in in_layers and id(p) not in embed)}
+    return lambda name: name.replace("_fsdp_wrapped_module.", "") in names
