@@ -12,7 +12,7 @@ def test_stored_records_what_a_chapter_used_cached_or_computed(tmp_path, monkeyp
     monkeypatch.delenv("TRSP_FRESH", raising=False)
     path = tmp_path / "kind" / "k1.json"
     first = results.stored(path, "k1", lambda: {"x": 1})
-    assert results.USED == {str(path): first} and first["wall_s"] >= 0
+    assert results.USED == {str(path): first} and first["wall_s"] >= 0 and first["cpu_s"] >= 0
     results.USED.clear()
     again = results.stored(path, "k1", lambda: pytest.fail("a cached record must not be recomputed"))
     assert list(results.USED) == [str(path)] and again["x"] == 1

@@ -57,9 +57,11 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
         _say(name, "not computed yet (skipped)")
         return None
     _say(name, "computing ...")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     record = compute()
-    record.update({"key": key, "wall_s": time.perf_counter() - t0, "peak_rss_gb": peak_rss_gb(),
+    # cpu_s (this process's CPU seconds, all threads) does not grow when other jobs share the cores; wall_s does
+    record.update({"key": key, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                   "peak_rss_gb": peak_rss_gb(),
                    "provenance": provenance()})
     write_json_atomic(path, record)
     USED[str(path)] = record = json.loads(path.read_text())  # what a rerun will see (JSON types)
