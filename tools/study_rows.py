@@ -129,6 +129,26 @@ def phase_b(d: Driver) -> dict:
     return choices
 
 
+#: The frontier issue's rows still missing on the CPU book: every selection + lin, a +kd row beside each
+#: comparison +ft row, and the main pipelines on the second model with SmolLM2's validation choices.
+KD_BESIDE_FT = ("angular+kd", "ppl+kd", "taylor+kd", "laco+kd", "reverse+kd", "random+kd")
+SECOND = {"model": "gemma3-270m", "pipelines": ("sleb+lin", "sleb+lin+kd", "trsp+lin")}
+
+
+def phase_c(d: Driver) -> None:
+    """Rows that need the choices but no further search: read them (cached), then compute the rest."""
+    from trsp_lib import evidence
+    f = evidence.FRONTIER
+    c = evidence.choices(d.a.model, 0.25, d.machine, frontier_limit=d.a.frontier_limit, dtype="float32")
+    jobs = [d.compare_job(methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"], limit=d.a.frontier_limit)
+            for label in ("trsp+lin", "shortgpt+lin", "angular+lin")]
+    jobs += [d.compare_job(methods=f["selections"], pipelines=[label], lin=c["lin"], heal=c["kd"],
+                           limit=d.a.frontier_limit) for label in KD_BESIDE_FT]
+    jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"],
+                           heal=c["kd"], limit=d.a.frontier_limit, criterion_samples=8) for label in SECOND["pipelines"]]
+    d.many(jobs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -137,7 +157,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     ap.add_argument("--zs-batch", type=int, default=8)
     ap.add_argument("--pack", default="", help="also write every new result file into this .tar.gz")
-    ap.add_argument("--phases", default="ab")
+    ap.add_argument("--phases", default="ab", help="a: no choice needed; b: the choices, then the main rows; "
+                                                   "c: the frontier rows still missing (after b)")
     ap.add_argument("--main-limit", type=int, default=500, help="zero-shot items per task of the main rows")
     ap.add_argument("--frontier-limit", type=int, default=50, help="... of the frontier chapter's rows")
     a = ap.parse_args()
@@ -147,6 +168,8 @@ def main() -> None:
     if "b" in a.phases:
         choices = phase_b(d)
         Path(a.pack or "runs/study_rows").with_suffix(".choices.json").write_text(json.dumps(choices, indent=1))
+    if "c" in a.phases:
+        phase_c(d)
     d.pack()
     print(f"done in {time.time() - d.t0:.0f} s", flush=True)
 
