@@ -130,6 +130,15 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
                 overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
+    if p["second_model"] and p["second_pipelines"]:  # the frontier chapter's second architecture
+        from trsp_lib.frontier import second_model
+
+        rows = second_model(p["second_model"], p["second_methods"], p["second_finetune"], p["second_pipelines"],
+                            run["lin"], run["kd"], profile=p["profile"], limit=p["limit"], cached_only=True,
+                            criterion_samples=p["second_criterion_samples"], eval_texts=p["eval_texts"],
+                            overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
+        assert "not computed" not in capsys.readouterr().out
+        found |= {r["key"] for r in rows}
     from trsp_lib import evidence
 
     p = notebook_params("07_paper_and_us")  # the main rows (00, 05 and 07 make the same calls) and their choices

@@ -77,6 +77,20 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
             "rows": unique, "searched": searched}
 
 
+def second_model(model: str, base_methods: str, base_finetune: str, pipelines: str, lin: dict, heal: dict,
+                 **compare_kw) -> list[dict]:
+    """Rows of another model (dense first): the comparison chapter's plain and +ft rows of `base_methods`,
+    then each pipeline with the settings chosen on the first model's validation text (transferred, not searched
+    again: each Gemma-3 search point costs about as much as its row)."""
+    common = {"model": model, "ratios": [0.25], "speed": False, **compare_kw}
+    rows = compare(methods=base_methods, finetune_baselines=base_finetune.split(",") if base_finetune else False,
+                   **common)
+    for label in (p for p in pipelines.split(",") if p):
+        rows += compare(methods=[parse(label).base.split(":")[0]], finetune_baselines=False, pipelines=[label],
+                        lin=lin, heal=heal if parse(label).heal else None, **common)[1:]
+    return list({r["key"]: r for r in rows if r is not None}.values())
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     """For (cost, loss) points, True where no other point is at least as good in both and better in one."""
     def dominated(i: int) -> bool:
