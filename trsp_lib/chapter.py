@@ -170,24 +170,38 @@ def log_used(notebook: str, directory: str | None = None) -> Path | None:
         return None
     path = Path(directory) / f"{notebook}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: {"s": record_seconds(r) or 0.0, "gpu": bool((r.get("provenance") or {}).get("cuda"))}
-                                for k, r in USED.items()}, indent=0))
+    path.write_text(json.dumps({k: {"s": record_seconds(r) or 0.0, "gpu": bool((r.get("provenance") or {}).get("cuda")),
+                                    "work": work(r)} for k, r in USED.items()}, indent=0))
     return path
+
+
+def work(record: dict) -> str | None:
+    """What a record computed, less its calibration seed: rows of one pipeline and settings on other
+    seeds do the same work (the same steps on as many tokens). None for records that are not rows."""
+    from .provenance import param_key
+
+    params = record.get("params")
+    if not isinstance(params, dict) or "calib" not in params or "method" not in params:
+        return None
+    same = {**params, "calib": list(params["calib"])[:3], "config": {**params.get("config", {}), "seed": None}}
+    return param_key(same)
 
 
 def fresh_estimate(logs: dict[str, dict[str, dict]], ratio: tuple[float, float] | None = None) -> dict:
     """What recomputing every record the chapters used costs on 2 CPU cores: {"chapters": {name: (low, high) s},
-    "cpu_s", "gpu_s", "low_s", "high_s", "n"}. A record shared by chapters is paid once, by the first
-    (in name order) that uses it; GPU-computed seconds are scaled by the measured CPU / GPU `ratio`."""
+    "cpu_s", "gpu_s", "low_s", "high_s", "n", "least_s"}. A record shared by chapters is paid once, by the
+    first (in name order) that uses it; GPU-computed seconds are scaled by the measured CPU / GPU `ratio`.
+    "least_s": the CPU records' sum when each costs the least CPU time recorded for the same `work` (another
+    seed): a row computed while other jobs shared the cores recorded more wall time than the work needs."""
     lo, hi = ratio or gpu_to_cpu()
-    seen: set[str] = set()
+    seen: dict[str, dict] = {}
     chapters, cpu, gpu = {}, 0.0, 0.0
     for name in sorted(logs):
         c_lo = c_hi = 0.0
         for path, rec in logs[name].items():
             if path in seen:
                 continue
-            seen.add(path)
+            seen[path] = rec
             if rec["gpu"]:
                 gpu += rec["s"]
                 c_lo, c_hi = c_lo + lo * rec["s"], c_hi + hi * rec["s"]
@@ -195,5 +209,10 @@ def fresh_estimate(logs: dict[str, dict[str, dict]], ratio: tuple[float, float] 
                 cpu += rec["s"]
                 c_lo, c_hi = c_lo + rec["s"], c_hi + rec["s"]
         chapters[name] = (c_lo, c_hi)
+    least: dict[str, float] = {}
+    for rec in seen.values():
+        if not rec["gpu"] and rec.get("work"):
+            least[rec["work"]] = min(least.get(rec["work"], rec["s"]), rec["s"])
+    least_s = sum(least.get(r.get("work"), r["s"]) for r in seen.values() if not r["gpu"])
     return {"chapters": chapters, "cpu_s": cpu, "gpu_s": gpu, "low_s": cpu + lo * gpu, "high_s": cpu + hi * gpu,
-            "n": len(seen)}
+            "n": len(seen), "least_s": least_s}
