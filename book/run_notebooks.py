@@ -201,8 +201,8 @@ def report_fresh(used: Path, out: Path) -> None:
     out.write_text(json.dumps(est, indent=1))
     per = ", ".join(f"{k} {duration(lo)}" + (f"-{duration(hi)}" if hi > lo + 1 else "") for k, (lo, hi) in est["chapters"].items())
     print(f"FRESH=1 would recompute {est['n']} results: {duration(est['low_s'])}-{duration(est['high_s'])} on 2 CPU cores "
-          f"({duration(est['cpu_s'])} measured on CPU, {duration(est['least_s'])} at each work's least recorded time; "
-          f"{duration(est['gpu_s'])} on a GPU scaled by the CPU/GPU ratio): {per}")
+          f"as recorded ({duration(est['cpu_s'])} on CPU, {duration(est['gpu_s'])} on a GPU scaled by the CPU/GPU ratio); "
+          f"{duration(est['least'][0])}-{duration(est['least'][1])} with each work at its least recorded CPU time: {per}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ def test_rows_on_other_seeds_are_the_same_work_and_cost_the_least_recorded():
     assert chapter.work({"kind": "speed"}) is None
     logs = {"00": {"/a": {"s": 3000.0, "gpu": False, "work": chapter.work(row(0))},    # shared the cores
                    "/b": {"s": 600.0, "gpu": False, "work": chapter.work(row(2))},
-                   "/c": {"s": 50.0, "gpu": False, "work": None}}}
-    est = chapter.fresh_estimate(logs, ratio=(1.0, 1.0))
-    assert est["cpu_s"] == 3650.0 and est["least_s"] == 1250.0
+                   "/c": {"s": 50.0, "gpu": False, "work": None},
+                   "/g": {"s": 60.0, "gpu": True, "work": chapter.work(row(1))},                 # costed by /b
+                   "/h": {"s": 10.0, "gpu": True, "work": chapter.work(row(1, "sleb"))}}}        # by the ratio
+    est = chapter.fresh_estimate(logs, ratio=(8.0, 12.0))
+    assert est["cpu_s"] == 3650.0 and est["least"] == (600 * 3 + 50 + 80, 600 * 3 + 50 + 120)

@@ -189,10 +189,11 @@ def work(record: dict) -> str | None:
 
 def fresh_estimate(logs: dict[str, dict[str, dict]], ratio: tuple[float, float] | None = None) -> dict:
     """What recomputing every record the chapters used costs on 2 CPU cores: {"chapters": {name: (low, high) s},
-    "cpu_s", "gpu_s", "low_s", "high_s", "n", "least_s"}. A record shared by chapters is paid once, by the
-    first (in name order) that uses it; GPU-computed seconds are scaled by the measured CPU / GPU `ratio`.
-    "least_s": the CPU records' sum when each costs the least CPU time recorded for the same `work` (another
-    seed): a row computed while other jobs shared the cores recorded more wall time than the work needs."""
+    "cpu_s", "gpu_s", "low_s", "high_s", "n", "least": (low, high) s}. A record shared by chapters is paid
+    once, by the first (in name order) that uses it; GPU-computed seconds are scaled by the measured CPU / GPU
+    `ratio`. "least": each record costs the least CPU time recorded for the same `work` (another seed), where
+    one exists: a row computed while other jobs shared the cores recorded more wall time than the work needs,
+    and a GPU row's CPU cost is then measured rather than scaled."""
     lo, hi = ratio or gpu_to_cpu()
     seen: dict[str, dict] = {}
     chapters, cpu, gpu = {}, 0.0, 0.0
@@ -213,6 +214,7 @@ def fresh_estimate(logs: dict[str, dict[str, dict]], ratio: tuple[float, float] 
     for rec in seen.values():
         if not rec["gpu"] and rec.get("work"):
             least[rec["work"]] = min(least.get(rec["work"], rec["s"]), rec["s"])
-    least_s = sum(least.get(r.get("work"), r["s"]) for r in seen.values() if not r["gpu"])
+    cost = [(least[r["work"]],) * 2 if r.get("work") in least else (lo * r["s"], hi * r["s"]) if r["gpu"]
+            else (r["s"],) * 2 for r in seen.values()]
     return {"chapters": chapters, "cpu_s": cpu, "gpu_s": gpu, "low_s": cpu + lo * gpu, "high_s": cpu + hi * gpu,
-            "n": len(seen), "least_s": least_s}
+            "n": len(seen), "least": (sum(c[0] for c in cost), sum(c[1] for c in cost))}
