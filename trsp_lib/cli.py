@@ -20,11 +20,17 @@ def _flag(name: str) -> str:
 DEVICE_HELP = "cpu, cuda, cuda:N, or auto (accelerate's device_map: the layers spread over every visible GPU)"
 
 
+#: Config fields set per pipeline row (`compare --heal-last`), not for every row: no config flag of their own.
+PIPELINE_FIELDS = ("heal_last",)
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     from .trsp import TRSPConfig
 
     g = p.add_argument_group("TRSP parameters (default: the profile's value, else the TRSPConfig default)")
     for f in fields(TRSPConfig):
+        if f.name in PIPELINE_FIELDS:
+            continue
         default = f.default
         if isinstance(default, bool):
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
@@ -39,7 +45,7 @@ def _config(args: argparse.Namespace):
     from .profiles import EVAL_KEYS, load
     from .trsp import TRSPConfig
 
-    names = [f.name for f in fields(TRSPConfig)] + list(EVAL_KEYS)
+    names = [f.name for f in fields(TRSPConfig) if f.name not in PIPELINE_FIELDS] + list(EVAL_KEYS)
     cfg, evals = load(args.profile, **{k: getattr(args, k, None) for k in names})
     from .distributed import check_batch
     check_batch(cfg.batch_size)  # under accelerate launch: fail before loading anything
