@@ -126,3 +126,8 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
     assert "`sleb+lin`" in lines[0] and "missed" not in lines[0]  # 50 <= 55: reached
     assert "`sleb+lin+kd`" in lines[1] and "1.50x" in lines[1]
     assert "`trsp`" in lines[2] and "not on the Pareto front" in lines[2]
+    assert "largest of the grid" not in lines[-1]
+    grid = [{"lr": 2e-5, "temperature": 1.0}, {"lr": 1e-4, "temperature": 1.0}]
+    edge = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}},
+                    heal_grid=grid)
+    assert "distillation learning rate is the largest of the grid (0.0001)" in edge[-1]

@@ -140,9 +140,10 @@ def pipelines_table(rows: list[dict]):
     return t.sort_values("PPL wiki").reset_index(drop=True)
 
 
-def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6) -> list[str]:
+def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, heal_grid: list[dict] | None = None) -> list[str]:
     """The chapter's verdict: the best training-free and the best healed pipeline, each picked on validation
-    (test only reports), TRSP's best pipeline, and the settings the searches chose."""
+    (test only reports), TRSP's best pipeline, and the settings the searches chose (and whether a chosen
+    learning rate sits at the edge of `heal_grid`, where a wider grid might have done better)."""
     def best(group):
         return group.loc[group["PPL wiki (val)"].idxmin()]
 
@@ -170,6 +171,11 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6) ->
                  + ("fitted in sequence" if lin["sequential"] else "every map from the dense model's states")
                  + "".join(f"; {name} lr {c['lr']:g} at temperature {c['temperature']:g}"
                            for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"])) if c))
+    lrs = sorted({h["lr"] for h in heal_grid or []})
+    edge = [name for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"])) if c and lrs and c["lr"] == lrs[-1]]
+    if edge:
+        lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}): a larger one "
+                      "was not tried, so the healed rows may be short of their best")
     return lines
 
 
