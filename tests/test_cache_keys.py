@@ -130,6 +130,15 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
                 overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
+    if p["kd_selections"]:  # the frontier chapter's + distillation beside + fine-tune
+        from trsp_lib.frontier import kd_beside_ft
+
+        pairs, read = kd_beside_ft(p["kd_selections"], run["lin"], run["kd"], model=p["model"], profile=p["profile"],
+                             limit=p["limit"], criterion_samples=p["criterion_samples"], cached_only=True,
+                             overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]},
+                             eval_texts=p["eval_texts"])
+        assert len(pairs) == len(p["kd_selections"].split(",")) and "not computed" not in capsys.readouterr().out
+        found |= {r["key"] for r in read}
     if p["second_model"] and p["second_pipelines"]:  # the frontier chapter's second architecture
         from trsp_lib.frontier import second_model
 

@@ -131,3 +131,20 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
     edge = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}},
                     heal_grid=grid)
     assert "distillation learning rate is the largest of the grid (0.0001)" in edge[-1]
+
+
+def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch):
+    from trsp_lib import frontier
+
+    ppl = {"dense": 20.0, "a": 100.0, "a+ft": 60.0, "a+kd": 50.0, "b": 90.0, "b+ft": 70.0}  # b has no +kd row yet
+    calls = []
+
+    def fake(methods, finetune_baselines, pipelines=(), **kw):
+        calls.append((methods, finetune_baselines, list(pipelines), kw.get("heal")))
+        labels = ["dense"] + (list(pipelines) or methods + [m + "+ft" for m in methods if finetune_baselines])
+        return [{"method": m, "ppl_wiki": ppl[m], "key": m} for m in labels if m in ppl]
+
+    monkeypatch.setattr(frontier, "compare", fake)
+    pairs, read = frontier.kd_beside_ft("a,b", {"alpha": 0.0}, {"lr": 3e-4, "temperature": 1.0}, model="m")
+    assert list(pairs["selection"]) == ["a"] and pairs.loc[0, "distillation / fine-tune"] == 50.0 / 60.0
+    assert ("a+kd" in {r["method"] for r in read}) and calls[1] == (["a"], False, ["a+kd"], {"lr": 3e-4, "temperature": 1.0})

@@ -120,3 +120,11 @@ def test_one_seed_claims_read_the_relative_table():
     assert t[ABLATION_CLAIMS[0][0]] == "yes" and t[ABLATION_CLAIMS[2][0]] == "no"
     assert t[ABLATION_CLAIMS[1][0]] == "not computed"  # no one-shot row
     assert "sleb" not in " ".join(t.index)  # g has no SLEB row: no claim about it
+
+
+def test_the_declared_frontier_is_the_frontier_chapters_defaults():
+    from tests.test_cache_keys import notebook_params
+
+    p = notebook_params("09_instead")
+    assert {k: p[k] for k in evidence.FRONTIER} == evidence.FRONTIER  # tools/study_rows.py computes these rows
+    assert p["limit"] == evidence.FRONTIER_LIMIT

@@ -91,6 +91,25 @@ def second_model(model: str, base_methods: str, base_finetune: str, pipelines: s
     return list({r["key"]: r for r in rows if r is not None}.values())
 
 
+def kd_beside_ft(selections: str, lin: dict, kd: dict, **compare_kw):
+    """Each selection alone, + fine-tune (the comparison chapter's control, at the profile's learning rate) and
+    + distillation (at the learning rate and temperature chosen on validation): (one line per selection, the rows)."""
+    import pandas as pd
+
+    common = {"ratios": [0.25], "speed": False, **compare_kw}
+    out, read = [], []
+    for sel in (x for x in selections.split(",") if x):
+        rows = compare(methods=[sel], finetune_baselines=True, **common)
+        rows += compare(methods=[sel], finetune_baselines=False, pipelines=[f"{sel}+kd"], lin=lin, heal=kd, **common)[1:]
+        read += rows
+        by = {r["method"]: r for r in rows}
+        if {sel, f"{sel}+ft", f"{sel}+kd"} <= set(by):
+            ft, d = by[f"{sel}+ft"]["ppl_wiki"], by[f"{sel}+kd"]["ppl_wiki"]
+            out.append({"selection": sel, "alone": by[sel]["ppl_wiki"], "+ fine-tune": ft, "+ distillation": d,
+                        "distillation / fine-tune": d / ft})
+    return pd.DataFrame(out), read
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     """For (cost, loss) points, True where no other point is at least as good in both and better in one."""
     def dominated(i: int) -> bool:
@@ -175,7 +194,7 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
     edge = [name for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"])) if c and lrs and c["lr"] == lrs[-1]]
     if edge:
         lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}): a larger one "
-                      "was not tried, so the healed rows may be short of their best")
+                      "was not tried, so the healed rows may be short of their best.")
     return lines
 
 
