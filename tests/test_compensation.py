@@ -120,12 +120,13 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
 
     rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0},
             row("sleb+lin", 50.0, 40.0), row("shortgpt+lin", 45.0, 41.0),  # better on test, worse on validation
-            row("sleb+lin+kd", 30.0, 25.0, 600.0), row("trsp", 90.0, None, 300.0)]
+            row("sleb+lin+kd", 30.0, 25.0, 600.0), row("trsp", 90.0, None, 300.0),
+            row("trsp+lin", 40.0, 20.0, 300.0)]  # trains while selecting: never "training-free"
     t = pipelines_table(rows)
     lines = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}})
     assert "`sleb+lin`" in lines[0] and "missed" not in lines[0]  # 50 <= 55: reached
-    assert "`sleb+lin+kd`" in lines[1] and "1.50x" in lines[1]
-    assert "`trsp`" in lines[2] and "not on the Pareto front" in lines[2]
+    assert "`trsp+lin`" in lines[1] and "2.00x" in lines[1]  # the best that spends the budget, by validation
+    assert "`trsp+lin`" in lines[2]
     assert "largest of the grid" not in lines[-1]
     grid = [{"lr": 2e-5, "temperature": 1.0}, {"lr": 1e-4, "temperature": 1.0}]
     edge = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}},

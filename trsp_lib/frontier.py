@@ -167,7 +167,8 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
         return group.loc[group["PPL wiki (val)"].idxmin()]
 
     scored = t[t["PPL wiki (val)"].notna()]
-    free, healed, trsp = scored[scored["healing"] == "none"], scored[scored["healing"] != "none"], t[t["TRSP"]]
+    trains = (scored["healing"] != "none") | scored["TRSP"]  # TRSP trains while it selects: it spends the budget too
+    free, healed, trsp = scored[~trains], scored[trains], t[t["TRSP"]]
     lines = []
     if len(free):
         b = best(free)
