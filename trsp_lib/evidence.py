@@ -36,7 +36,7 @@ FRONTIER: dict = {
                  {"alpha": 1e-2, "sequential": True}],
     "heal_grid": [{"lr": 2e-5, "temperature": 1.0}, {"lr": 1e-4, "temperature": 1.0},
                   {"lr": 1e-4, "temperature": 2.0}, {"lr": 3e-4, "temperature": 1.0}],
-    "lin_pipelines": "trsp+lin,sleb+lin",
+    "lin_pipelines": "trsp+lin,shortgpt+lin,sleb+lin,angular+lin",
     "healed_pipelines": "sleb+lin+kd,sleb+lin+ft,sleb+kd,shortgpt+kd,trsp:kd",
 }
 FRONTIER_LIMIT = 50  # the frontier chapter's zero-shot items per task
