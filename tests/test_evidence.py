@@ -91,6 +91,8 @@ def test_gpu_rows_are_costed_from_cpu_rows():
     assert cpu_minutes(rows[1], rows) == (10.0, False)
     assert cpu_minutes({"method": "sleb+kd", "prune_s": 5.0, **gpu}, rows) == (14.0, True)      # 600 + (300 - 60)
     assert cpu_minutes({"method": "sleb+lin+ft", "prune_s": 5.0, **gpu}, rows) == (14.0, True)  # 600 + 60 + 180
+    no_kd = [r for r in rows if r["method"] != "sleb+lin+kd"]
+    assert cpu_minutes({"method": "sleb+kd", "prune_s": 5.0, **gpu}, no_kd) == (13.0, True)    # 600 + ft's 180 at least
 
 
 def test_one_seed_claims_read_the_relative_table():

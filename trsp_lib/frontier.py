@@ -130,14 +130,15 @@ def _steps(label: str) -> tuple[str, ...]:
 def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
     """(minutes on 2 CPU cores, estimated?) of a pipeline row. A row computed on a GPU is costed from the CPU
     rows beside it: its selection's own CPU row, plus each later step's CPU time taken from a CPU row with
-    that step (lin from `x+lin`, ft from `x+ft`, kd from `x+lin+kd` less lin): a step's time does not depend
-    on its settings (the same passes and optimizer steps)."""
+    that step (lin from `x+lin`, ft from `x+ft`, kd from `x+kd` or `x+lin+kd` less lin, else at least ft's): a
+    step's time does not depend on its settings (the same passes and optimizer steps)."""
     if not on_gpu(row):
         return row["prune_s"] / 60, False
     cpu = {r["method"]: r for r in rows if not on_gpu(r) and r["method"] != "dense"}
     by_steps = {_steps(m): r.get("ft_s") or 0.0 for m, r in cpu.items() if _steps(m)}
-    lin = by_steps.get(("lin",), 0.0)
-    step_s = {"lin": lin, "ft": by_steps.get(("ft",), 0.0), "kd": max(by_steps.get(("lin", "kd"), lin) - lin, 0.0)}
+    lin, ft = by_steps.get(("lin",), 0.0), by_steps.get(("ft",), 0.0)
+    kd = by_steps.get(("kd",)) or max(by_steps.get(("lin", "kd"), lin) - lin, 0.0)
+    step_s = {"lin": lin, "ft": ft, "kd": kd or ft}  # no CPU kd row: at least a fine-tune's (same steps + a teacher)
     base = parse(row["method"]).base.split(":")[0]  # trsp:kd is costed as TRSP's own run
     select = cpu.get(base, {}).get("prune_s", 0.0)
     return (select + sum(step_s[s] for s in _steps(row["method"]))) / 60, True
