@@ -75,3 +75,20 @@ def test_method_names_and_plain_log_ticks(styled):
 def test_number_keeps_decimals_until_a_value_explodes():
     assert style.number(91.3349) == "91.33" and style.number(4188.326) == "4,188.33"
     assert style.number(10446301063.65) == "1.0e+10" and style.number(float("nan")) == "-"
+
+
+def test_label_points_moves_a_label_off_a_neighbours():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trsp_lib.style import label_points
+
+    fig, ax = plt.subplots()
+    ax.scatter([1.0, 1.0, 5.0], [1.0, 1.01, 5.0])
+    label_points(ax, [1.0, 1.0, 5.0], [1.0, 1.01, 5.0], ["a+lin", "a+kd", "far"])
+    offsets = {t.get_text(): t.xyann[1] for t in ax.texts}
+    assert len(offsets) == 3 and offsets["far"] == 3.0
+    assert abs(offsets["a+lin"] - offsets["a+kd"]) >= 5.0  # the two close points' labels do not overlap
+    plt.close(fig)

@@ -136,3 +136,20 @@ def readable(df):
     if "prune_s" in out:
         out["prune_s"] = out["prune_s"] / 60
     return out.rename(columns=COLUMNS)
+
+
+def label_points(ax, xs, ys, labels, fontsize: int = 8, min_gap: float = 11.0) -> None:
+    """Write a label beside each point, nudging a label up (in points) until it is `min_gap` clear of the labels
+    already placed near it: a scatter of pipelines stays legible without a layout library."""
+    ax.figure.canvas.draw()  # the data-to-display transform is final only after a draw
+    placed: list[tuple[float, float]] = []
+    to_px = ax.transData.transform
+    pt = ax.figure.dpi / 72.0
+    for x, y, text in sorted(zip(xs, ys, labels), key=lambda p: (to_px((p[0], p[1]))[1], p[0])):
+        px, py = to_px((x, y))
+        dy = 3.0
+        while any(abs(px - qx) < 8 * len(text) * pt * 0.6 and abs(py + dy * pt - qy) < min_gap * pt for qx, qy in placed):
+            dy += min_gap / 2
+        placed.append((px, py + dy * pt))
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(3, dy), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if dy > 3.0 else None)
