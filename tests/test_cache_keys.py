@@ -131,9 +131,14 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
     if p["kd_selections"]:  # the frontier chapter's + distillation beside + fine-tune
+        from trsp_lib import evidence
         from trsp_lib.frontier import kd_beside_ft
 
-        pairs, read = kd_beside_ft(p["kd_selections"], run["lin"], run["kd"], model=p["model"], profile=p["profile"],
+        heal_lr = evidence.choices(p["model"], p["ratio"], {"device": p["device"]}, profile=p["profile"],
+                                   cached_only=True)["heal_lr"]
+        tuned_ft = {sel: {"heal": {"lr": lr}, "limit": p["main_limit"]} for sel, lr in heal_lr.items()}
+        pairs, read = kd_beside_ft(p["kd_selections"], run["lin"], run["kd"], tuned_ft=tuned_ft, model=p["model"],
+                                   profile=p["profile"],
                              limit=p["limit"], criterion_samples=p["criterion_samples"], cached_only=True,
                              overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]},
                              eval_texts=p["eval_texts"])

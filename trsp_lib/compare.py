@@ -22,7 +22,7 @@ from .data import calibration_batches, eval_tokens, window_key
 from .evaluation import perplexity
 from .log import say
 from .models import count_layers, load_model, load_tokenizer
-from .pipelines import HEAL_DEFAULT, LIN_DEFAULT, SELECTIONS, STUDY, Job, Pipeline, check_options, finish, parse, select
+from .pipelines import SELECTIONS, STUDY, Job, Pipeline, check_options, finish, parse, select
 from .profiles import EvalSettings, load
 from .provenance import atomic_path, param_key, provenance, write_json_atomic
 from .removal import remove_layers, save_model
@@ -205,8 +205,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                         "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' (-p passes a string)")
     methods = resolve_methods(methods)
     extra = [parse(p) for p in (pipelines.split(",") if isinstance(pipelines, str) else pipelines or []) if p]
-    check_options(lin or {}, heal or {})
-    options = {"lin": {**LIN_DEFAULT, **(lin or {})}, "heal": {**HEAL_DEFAULT, **(heal or {})}}
+    options = check_options(lin or {}, heal or {})
     tuned = (methods if finetune_baselines is True else [] if finetune_baselines is False
              else resolve_methods(finetune_baselines))  # which baselines also get a +ft row
     base_cfg, evals = load(profile, **(overrides or {}))

@@ -91,9 +91,11 @@ def second_model(model: str, base_methods: str, base_finetune: str, pipelines: s
     return list({r["key"]: r for r in rows if r is not None}.values())
 
 
-def kd_beside_ft(selections: str, lin: dict, kd: dict, **compare_kw):
+def kd_beside_ft(selections: str, lin: dict, kd: dict, tuned_ft: dict[str, dict] | None = None, **compare_kw):
     """Each selection alone, + fine-tune (the comparison chapter's control, at the profile's learning rate) and
-    + distillation (at the learning rate and temperature chosen on validation): (one line per selection, the rows)."""
+    + distillation (at the learning rate and temperature chosen on validation): (one line per selection, the rows).
+    `tuned_ft`: selection -> compare kwargs of its + fine-tune row at a learning rate chosen on validation (the
+    main rows'), shown as a further column where given: the comparison in which both losses had a search."""
     import pandas as pd
 
     common = {"ratios": [0.25], "speed": False, **compare_kw}
@@ -103,10 +105,17 @@ def kd_beside_ft(selections: str, lin: dict, kd: dict, **compare_kw):
         rows += compare(methods=[sel], finetune_baselines=False, pipelines=[f"{sel}+kd"], lin=lin, heal=kd, **common)[1:]
         read += rows
         by = {r["method"]: r for r in rows}
+        tuned = None
+        if sel in (tuned_ft or {}):
+            found = compare(methods=[sel], finetune_baselines=False, pipelines=[f"{sel}+ft"],
+                            **{**common, **tuned_ft[sel]})
+            read += found
+            tuned = next((r["ppl_wiki"] for r in found if r["method"] == f"{sel}+ft"), None)
         if {sel, f"{sel}+ft", f"{sel}+kd"} <= set(by):
             ft, d = by[f"{sel}+ft"]["ppl_wiki"], by[f"{sel}+kd"]["ppl_wiki"]
             out.append({"selection": sel, "alone": by[sel]["ppl_wiki"], "+ fine-tune": ft, "+ distillation": d,
-                        "distillation / fine-tune": d / ft})
+                        "distillation / fine-tune": d / ft, "+ fine-tune, lr chosen on validation": tuned,
+                        "distillation / that": d / tuned if tuned else None})
     return pd.DataFrame(out), read
 
 

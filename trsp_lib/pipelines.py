@@ -124,8 +124,9 @@ LIN_DEFAULT = {"alpha": 0.0, "sequential": True}
 HEAL_DEFAULT = {"temperature": 1.0, "lr": None, "last": 0}
 
 
-def check_options(lin: dict, heal: dict) -> None:
-    """One-line errors for options that would silently compute nonsense (a negative ridge flips its sign)."""
+def check_options(lin: dict, heal: dict) -> dict[str, dict]:
+    """The pipeline options with their defaults, {"lin": ..., "heal": ...}; one-line errors for options that would
+    silently compute nonsense (a negative ridge flips its sign)."""
     unknown = sorted(set(lin) - set(LIN_DEFAULT)) + sorted(set(heal) - set(HEAL_DEFAULT))
     if unknown:
         raise ValueError(f"unknown pipeline option(s) {unknown}; lin takes {sorted(LIN_DEFAULT)}, heal {sorted(HEAL_DEFAULT)}")
@@ -137,6 +138,7 @@ def check_options(lin: dict, heal: dict) -> None:
         raise ValueError(f"heal last must be a whole number >= 0 (0: every weight heals), got {heal['last']!r}")
     if heal.get("lr") is not None and heal["lr"] <= 0:
         raise ValueError(f"heal lr must be > 0 (or None: the profile's), got {heal['lr']}")
+    return {"lin": {**LIN_DEFAULT, **lin}, "heal": {**HEAL_DEFAULT, **heal}}
 
 
 def _given(job: Job) -> dict[str, Any]:
