@@ -88,7 +88,7 @@ def second_model(model: str, base_methods: str, base_finetune: str, pipelines: s
     for label in (p for p in pipelines.split(",") if p):
         rows += compare(methods=[parse(label).base.split(":")[0]], finetune_baselines=False, pipelines=[label],
                         lin=lin, heal=heal if parse(label).heal else None, **common)[1:]
-    return list({r["key"]: r for r in rows if r is not None}.values())
+    return list({r["key"]: r for r in rows}.values())
 
 
 def kd_beside_ft(selections: str, lin: dict, kd: dict, tuned_ft: dict[str, dict] | None = None, **compare_kw):

@@ -168,7 +168,7 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
     model.train()
     gating = attach_gates(model, "branch")
     gating.scales.requires_grad_(False)
-    trains = heal_scope(model, cfg.heal_last)  # names before sharding wraps them
+    trains = heal_scope(model, cfg.heal_last)
     trainer = _Trainer(model, gating, calib, cfg)
     if teacher is not None:
         trainer.objective = kd_objective(teacher, cfg.kd_temperature)
@@ -201,4 +201,4 @@ def heal_scope(model: nn.Module, last: int) -> Callable[[str], bool]:
     keep |= {id(p) for p in model.get_output_embeddings().parameters()}
     embed = {id(p) for p in model.get_input_embeddings().parameters()} - keep
     names = {n for n, p in model.named_parameters() if id(p) in keep or (id(p) not in in_layers and id(p) not in embed)}
-    return lambda name: name.replace("_fsdp_wrapped_module.", "") in names
+    return names.__contains__  # FSDP2's training copy keeps the parameter names
