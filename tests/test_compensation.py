@@ -127,6 +127,7 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
     assert "`sleb+lin`" in lines[0] and "missed" not in lines[0]  # 50 <= 55: reached
     assert "`trsp+lin`" in lines[1] and "2.00x" in lines[1]  # the best that spends the budget, by validation
     assert "`trsp+lin`" in lines[2]
+    assert "**`lin` after TRSP** helps: 90.00 -> 40.00" in lines[3]
     assert "largest of the grid" not in lines[-1]
     grid = [{"lr": 2e-5, "temperature": 1.0}, {"lr": 1e-4, "temperature": 1.0}]
     edge = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}},
@@ -149,3 +150,56 @@ def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch
     pairs, read = frontier.kd_beside_ft("a,b", {"alpha": 0.0}, {"lr": 3e-4, "temperature": 1.0}, model="m")
     assert list(pairs["selection"]) == ["a"] and pairs.loc[0, "distillation / fine-tune"] == 50.0 / 60.0
     assert ("a+kd" in {r["method"] for r in read}) and calls[1] == (["a"], False, ["a+kd"], {"lr": 3e-4, "temperature": 1.0})
+
+
+def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
+    import pandas as pd
+
+    from trsp_lib.frontier import kd_verdict
+
+    cols = ["selection", "alone", "+ fine-tune", "+ distillation", "distillation / fine-tune",
+            "+ fine-tune, lr chosen on validation", "distillation / that"]
+    pairs = pd.DataFrame([["sleb", 76.0, 60.0, 45.0, 0.75, 50.0, 0.90], ["angular", 310.0, 94.5, 56.2, 0.59, None, None],
+                          ["laco", 1.04e10, 3.1e8, 8501.6, 2.7e-5, None, None]], columns=cols)
+    text = kd_verdict(pairs)
+    assert "after 2 of 2 selections" in text and "ratio 0.59-0.75" in text  # LaCo's 2.7e-05 is not a "win" counted
+    assert "(sleb), distillation still wins, by less: 0.90-0.90x" in text
+    assert "After `laco` both stay unusable (alone 1.0e+10; + fine-tune 3.1e+08, + distillation 8,501.60)" in text
+    pairs.loc[0, "distillation / that"] = 1.1
+    assert "the ratio is 1.10-1.10" in kd_verdict(pairs)
+
+
+def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypatch):
+    from trsp_lib import frontier
+
+    val = {3e-4: 40.0, 1e-3: 38.0}  # the point past the grid is better on validation
+    test = {3e-4: 45.0, 1e-3: 60.0}  # ... and worse on test, which must not matter
+
+    def fake(methods, finetune_baselines, pipelines=(), heal=None, **kw):
+        return [{"method": "dense", "key": "d"}, {"method": pipelines[0], "key": str(heal["lr"]),
+                                                  "ppl_wiki_val": val[heal["lr"]], "ppl_wiki": test[heal["lr"]]}]
+
+    monkeypatch.setattr(frontier, "compare", fake)
+    chosen, past = {"lr": 3e-4, "temperature": 1.0}, {"lr": 1e-3, "temperature": 1.0}
+    searched: list = []
+    e = frontier.edge_check("sleb+lin+kd", chosen, past, lin={}, searched=searched)
+    assert e["moves"] and (e["val"], e["chosen_val"], e["test"]) == (38.0, 40.0, 60.0)
+    assert e["record"][0]["chosen"] == "" and "past the grid" in e["record"][0]["setting"]
+    assert {r["key"] for r in searched} == {"0.0003", "0.001"}  # both rows count as read (the cache-key test)
+    val[1e-3] = 41.0
+    assert not frontier.edge_check("sleb+lin+kd", chosen, past, lin={})["moves"]
+
+
+def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
+    from trsp_lib.frontier import findings, pipelines_table
+
+    rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0},
+            {"method": "sleb+lin+kd", "ppl_wiki": 30.0, "ppl_news": 30.0, "ppl_wiki_val": 25.0, "prune_s": 600.0}]
+    kd = {"lr": 3e-4, "temperature": 1.0}
+    grid = [{"lr": 1e-4, "temperature": 1.0}, kd]
+    run = {"lin": {"alpha": 0.0, "sequential": True}, "ft": None, "kd": kd,
+           "edge": {"point": {"lr": 1e-3}, "val": 24.0, "chosen_val": 25.0, "test": 29.0, "moves": True}}
+    line = findings(pipelines_table(rows), run, heal_grid=grid)[-1]
+    assert "lr 0.001 gives validation perplexity 24.00 against 25.00: a wider grid would move the choice" in line
+    run["edge"] = {**run["edge"], "val": 26.0, "moves": False}
+    assert "the choice stands" in findings(pipelines_table(rows), run, heal_grid=grid)[-1]

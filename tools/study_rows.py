@@ -144,6 +144,8 @@ def phase_c(d: Driver) -> None:
             for label in ("trsp+lin", "shortgpt+lin", "angular+lin")]
     jobs += [d.compare_job(methods=f["selections"], pipelines=[label], lin=c["lin"], heal=c["kd"],
                            limit=d.a.frontier_limit) for label in KD_BESIDE_FT]
+    jobs.append(d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"], lin=c["lin"],
+                              heal=f["heal_edge"], limit=d.a.frontier_limit))  # the check past the grid's edge
     jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"],
                            heal=c["kd"], limit=d.a.frontier_limit, criterion_samples=8) for label in SECOND["pipelines"]]
     d.many(jobs)

@@ -38,6 +38,7 @@ FRONTIER: dict = {
                   {"lr": 1e-4, "temperature": 2.0}, {"lr": 3e-4, "temperature": 1.0}],
     "lin_pipelines": "trsp+lin,shortgpt+lin,sleb+lin,angular+lin",
     "healed_pipelines": "sleb+lin+kd,sleb+lin+ft,sleb+kd,shortgpt+kd,trsp:kd",
+    "heal_edge": {"lr": 1e-3, "temperature": 1.0},  # one point past heal_grid, checked on validation after the choice
 }
 FRONTIER_LIMIT = 50  # the frontier chapter's zero-shot items per task
 SEEDS = (0, 1, 2)

@@ -56,10 +56,12 @@ TASK_NAMES = {"piqa": "PIQA", "winogrande": "WinoGrande", "hellaswag": "HellaSwa
 
 
 def number(value: float, decimals: int = 2) -> str:
-    """91.33 and 4,188.33 as decimals, 1.0e+10 beyond 100,000: a perplexity that explodes stays readable."""
-    if value != value:  # NaN
+    """91.33 and 4,188.33 as decimals, 1.0e+10 beyond 100,000 (a perplexity that explodes stays readable), and
+    2.7e-05 where the decimals would show 0 (a ratio of an exploded perplexity)."""
+    if value is None or value != value:  # a missing cell, or NaN
         return "-"
-    return f"{value:,.{decimals}f}" if abs(value) < 1e5 else f"{value:.1e}"
+    small = value != 0 and abs(value) < 0.5 * 10 ** -decimals
+    return f"{value:.1e}" if abs(value) >= 1e5 or small else f"{value:,.{decimals}f}"
 
 
 def method_name(method: str) -> str:
