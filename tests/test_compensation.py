@@ -163,10 +163,13 @@ def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
                           ["laco", 1.04e10, 3.1e8, 8501.6, 2.7e-5, None, None]], columns=cols)
     text = kd_verdict(pairs)
     assert "after 2 of 2 selections" in text and "ratio 0.59-0.75" in text  # LaCo's 2.7e-05 is not a "win" counted
-    assert "(sleb), distillation still wins, by less: 0.90-0.90x" in text
+    assert "(sleb), distillation still wins, by less: 0.90x" in text
+    assert "0.75x after the best selection alone (`sleb`), 0.59x after the worst usable one (`angular`)" not in text  # 2 rows
+    three = pd.concat([pairs, pd.DataFrame([["random", 4188.0, 792.0, 157.0, 0.20, None, None]], columns=cols)])
+    assert "0.75x after the best selection alone (`sleb`), 0.20x after the worst usable one (`random`)" in kd_verdict(three)
     assert "After `laco` both stay unusable (alone 1.0e+10; + fine-tune 3.1e+08, + distillation 8,501.60)" in text
     pairs.loc[0, "distillation / that"] = 1.1
-    assert "the ratio is 1.10-1.10" in kd_verdict(pairs)
+    assert "the ratio is 1.10." in kd_verdict(pairs)
 
 
 def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypatch):

@@ -144,22 +144,28 @@ def kd_verdict(pairs) -> str:
     then the broken ones apart (their ratios would read as huge wins between two unusable models)."""
     from .style import number
 
-    usable = pairs[pairs[["+ fine-tune", "+ distillation"]].min(axis=1) < UNUSABLE]
+    def span(x) -> str:
+        return f"{x.min():.2f}" if round(x.min(), 2) == round(x.max(), 2) else f"{x.min():.2f}-{x.max():.2f}"
+
+    usable = pairs[pairs[["+ fine-tune", "+ distillation"]].min(axis=1) < UNUSABLE].sort_values("alone")
     broken = pairs.drop(usable.index)
     r, fair = usable["distillation / fine-tune"], usable["distillation / that"].dropna()
     text = (f"Distillation gives the lower perplexity after {int((r < 1).sum())} of {len(usable)} selections against the "
-            f"comparison chapter's fine-tune (ratio {r.min():.2f}-{r.max():.2f}), but that fine-tune ran at the "
-            "profile's learning rate. " if len(usable) else "")
+            f"comparison chapter's fine-tune (ratio {span(r)}), but that fine-tune ran at the profile's learning rate. "
+            if len(usable) else "")
+    if len(usable) > 2:
+        text += (f"Its lead grows as the selection gets worse: {r.iloc[0]:.2f}x after the best selection alone "
+                 f"(`{usable.selection.iloc[0]}`), {r.iloc[-1]:.2f}x after the worst usable one (`{usable.selection.iloc[-1]}`). ")
     if len(fair):
         where = ", ".join(usable.loc[fair.index, "selection"])
         text += (f"Where the fine-tune's learning rate was searched on validation too ({where}), distillation still "
-                 f"wins, by less: {fair.min():.2f}-{fair.max():.2f}x the fine-tune's perplexity. " if (fair < 1).all()
+                 f"wins, by less: {span(fair)}x the fine-tune's perplexity. " if (fair < 1).all()
                  else f"Where the fine-tune's learning rate was searched on validation too ({where}), the ratio is "
-                 f"{fair.min():.2f}-{fair.max():.2f}. ")
+                 f"{span(fair)}. ")
     for _, b in broken.iterrows():
         text += (f"After `{b.selection}` both stay unusable (alone {number(b.alone)}; + fine-tune "
-                 f"{number(b['+ fine-tune'])}, + distillation {number(b['+ distillation'])}): no healing budget of "
-                 "this size repairs its model, so its ratio is left out. ")
+                 f"{number(b['+ fine-tune'])}, + distillation {number(b['+ distillation'])}): neither loss repairs its "
+                 "model at this budget, so its ratio is left out. ")
     return text.strip()
 
 
