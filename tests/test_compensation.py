@@ -206,3 +206,16 @@ def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
     assert "lr 0.001 gives validation perplexity 24.00 against 25.00: a wider grid would move the choice" in line
     run["edge"] = {**run["edge"], "val": 26.0, "moves": False}
     assert "the choice stands" in findings(pipelines_table(rows), run, heal_grid=grid)[-1]
+
+
+def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_the_best_fine_tune():
+    from trsp_lib.frontier import pipelines_table, second_verdict
+
+    rows = [{"method": m, "ppl_wiki": v, "ppl_news": v, "prune_s": 60.0} for m, v in
+            [("dense", 27.0), ("sleb", 167.0), ("sleb+ft", 67.0), ("shortgpt+ft", 81.0), ("sleb+lin", 144.0),
+             ("sleb+lin+kd", 60.0), ("trsp", 100.0)]]
+    lines = second_verdict(pipelines_table(rows), "sleb+lin,sleb+lin+kd,trsp+lin")  # trsp+lin not computed: skipped
+    assert lines[0] == "- `sleb+lin`: 144.00 against `sleb` alone 167.00 (0.86x)."
+    assert lines[1].startswith("- `sleb+lin+kd`: 60.00 against `sleb` alone")
+    assert lines[2] == "- `sleb+lin+kd` against the best + fine-tune row here (`sleb+ft`, 67.00): 0.90x."
+    assert len(lines) == 3

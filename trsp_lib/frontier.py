@@ -106,6 +106,22 @@ def second_model(model: str, base_methods: str, base_finetune: str, pipelines: s
     return list({r["key"]: r for r in rows}.values())
 
 
+def second_verdict(t, pipelines: str) -> list[str]:
+    """The second model's lines: each pipeline against its selection alone, then the distillation rows against the
+    best + fine-tune row shown (reported on test; no choice is made here: the settings came from the first model)."""
+    ppl = dict(zip(t["pipeline"], t["PPL wiki"]))
+    lines = [f"- `{label}`: {ppl[label]:.2f} against `{parse(label).base}` alone {ppl[parse(label).base]:.2f} "
+             f"({ppl[label] / ppl[parse(label).base]:.2f}x)." for label in pipelines.split(",")
+             if label in ppl and parse(label).base in ppl]
+    ft = t[t["pipeline"].str.endswith("+ft")]
+    if len(ft):
+        f = ft.loc[ft["PPL wiki"].idxmin()]
+        lines += [f"- `{label}` against the best + fine-tune row here (`{f.pipeline}`, {f['PPL wiki']:.2f}): "
+                  f"{ppl[label] / f['PPL wiki']:.2f}x." for label in pipelines.split(",")
+                  if label.endswith("kd") and label in ppl]
+    return lines
+
+
 def kd_beside_ft(selections: str, lin: dict, kd: dict, tuned_ft: dict[str, dict] | None = None, **compare_kw):
     """Each selection alone, + fine-tune (the comparison chapter's control, at the profile's learning rate) and
     + distillation (at the learning rate and temperature chosen on validation): (one line per selection, the rows).
