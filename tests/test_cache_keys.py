@@ -148,7 +148,8 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
         from trsp_lib.frontier import second_model
 
         rows = second_model(p["second_model"], p["second_methods"], p["second_finetune"], p["second_pipelines"],
-                            run["lin"], run["kd"], profile=p["profile"], limit=p["limit"], cached_only=True,
+                            run["lin"], run["kd"], at_profile_lr=p["second_at_profile_lr"], profile=p["profile"],
+                            limit=p["limit"], cached_only=True,
                             criterion_samples=p["second_criterion_samples"], eval_texts=p["eval_texts"],
                             overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
         assert "not computed" not in capsys.readouterr().out

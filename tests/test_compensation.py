@@ -211,11 +211,17 @@ def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
 def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_the_best_fine_tune():
     from trsp_lib.frontier import pipelines_table, second_verdict
 
-    rows = [{"method": m, "ppl_wiki": v, "ppl_news": v, "prune_s": 60.0} for m, v in
-            [("dense", 27.0), ("sleb", 167.0), ("sleb+ft", 67.0), ("shortgpt+ft", 81.0), ("sleb+lin", 144.0),
-             ("sleb+lin+kd", 60.0), ("trsp", 100.0)]]
-    lines = second_verdict(pipelines_table(rows), "sleb+lin,sleb+lin+kd,trsp+lin")  # trsp+lin not computed: skipped
+    lrs = {"sleb+ft": 2e-5, "shortgpt+ft": 2e-5, "sleb+lin+kd": 3e-4, "sleb+kd": 2e-5, "trsp": 2e-5, "sleb": 9.0}
+    rows = [{"method": m, "ppl_wiki": v, "ppl_news": v, "prune_s": 60.0, "params": {"config": {"lr": lrs.get(m)}}}
+            for m, v in [("dense", 27.0), ("sleb", 167.0), ("sleb+ft", 67.0), ("shortgpt+ft", 81.0),
+                         ("sleb+lin", 144.0), ("sleb+lin+kd", 60.0), ("sleb+kd", 50.0), ("trsp", 100.0)]]
+    t = pipelines_table(rows)
+    assert t.set_index("pipeline")["lr"].isna().to_dict() == {  # only rows that train carry a learning rate
+        "sleb": True, "sleb+lin": True, "sleb+ft": False, "shortgpt+ft": False, "sleb+lin+kd": False, "sleb+kd": False,
+        "trsp": False}
+    lines = second_verdict(t, "sleb+lin,sleb+lin+kd,trsp+lin")  # trsp+lin not computed: skipped
     assert lines[0] == "- `sleb+lin`: 144.00 against `sleb` alone 167.00 (0.86x)."
     assert lines[1].startswith("- `sleb+lin+kd`: 60.00 against `sleb` alone")
-    assert lines[2] == "- `sleb+lin+kd` against the best + fine-tune row here (`sleb+ft`, 67.00): 0.90x."
-    assert len(lines) == 3
+    assert "- `sleb+kd` at lr 2e-05 against the best + fine-tune row here (`sleb+ft`, lr 2e-05, 67.00): 50.00, 0.75x." in lines
+    assert "- `sleb+lin+kd` at lr 0.0003 against the best + fine-tune row here (`sleb+ft`, lr 2e-05, 67.00): 60.00, 0.90x." in lines
+    assert len(lines) == 4

@@ -132,7 +132,7 @@ def phase_b(d: Driver) -> dict:
 #: The frontier issue's rows still missing on the CPU book: every selection + lin, a +kd row beside each
 #: comparison +ft row, and the main pipelines on the second model with SmolLM2's validation choices.
 KD_BESIDE_FT = ("angular+kd", "ppl+kd", "taylor+kd", "laco+kd", "reverse+kd", "random+kd")
-SECOND = {"model": "gemma3-270m", "pipelines": ("sleb+lin", "sleb+lin+kd", "trsp+lin")}
+SECOND = {"model": "gemma3-270m", "pipelines": ("sleb+lin", "sleb+lin+kd", "trsp+lin"), "at_profile_lr": ("sleb+kd",)}
 
 
 def phase_c(d: Driver) -> None:
@@ -148,6 +148,9 @@ def phase_c(d: Driver) -> None:
                               heal=f["heal_edge"], limit=d.a.frontier_limit))  # the check past the grid's edge
     jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"],
                            heal=c["kd"], limit=d.a.frontier_limit, criterion_samples=8) for label in SECOND["pipelines"]]
+    jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label],
+                           heal={**c["kd"], "lr": None}, limit=d.a.frontier_limit, criterion_samples=8)
+             for label in SECOND["at_profile_lr"]]  # the loss apart from the transferred learning rate
     d.many(jobs)
 
 

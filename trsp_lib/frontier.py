@@ -93,22 +93,26 @@ def edge_check(label: str, chosen: dict, edge: dict, **compare_kw) -> dict:
 
 
 def second_model(model: str, base_methods: str, base_finetune: str, pipelines: str, lin: dict, heal: dict,
-                 **compare_kw) -> list[dict]:
+                 at_profile_lr: str = "", **compare_kw) -> list[dict]:
     """Rows of another model (dense first): the comparison chapter's plain and +ft rows of `base_methods`,
     then each pipeline with the settings chosen on the first model's validation text (transferred, not searched
-    again: each Gemma-3 search point costs about as much as its row)."""
+    again: each Gemma-3 search point costs about as much as its row). `at_profile_lr`: healed pipelines run
+    again at the profile's learning rate, the + fine-tune rows', which separates the loss from the transferred lr."""
     common = {"model": model, "ratios": [0.25], "speed": False, **compare_kw}
     rows = compare(methods=base_methods, finetune_baselines=base_finetune.split(",") if base_finetune else False,
                    **common)
-    for label in (p for p in pipelines.split(",") if p):
+    runs = [(label, heal) for label in pipelines.split(",") if label]
+    runs += [(label, {**heal, "lr": None}) for label in at_profile_lr.split(",") if label]
+    for label, h in runs:
         rows += compare(methods=[parse(label).base.split(":")[0]], finetune_baselines=False, pipelines=[label],
-                        lin=lin, heal=heal if parse(label).heal else None, **common)[1:]
+                        lin=lin, heal=h if parse(label).heal else None, **common)[1:]
     return list({r["key"]: r for r in rows}.values())
 
 
 def second_verdict(t, pipelines: str) -> list[str]:
-    """The second model's lines: each pipeline against its selection alone, then the distillation rows against the
-    best + fine-tune row shown (reported on test; no choice is made here: the settings came from the first model)."""
+    """The second model's lines: each pipeline against its selection alone, then every distillation row (at its
+    learning rate) against the best + fine-tune row shown (reported on test; no choice is made here: the settings
+    came from the first model)."""
     ppl = dict(zip(t["pipeline"], t["PPL wiki"]))
     lines = [f"- `{label}`: {ppl[label]:.2f} against `{parse(label).base}` alone {ppl[parse(label).base]:.2f} "
              f"({ppl[label] / ppl[parse(label).base]:.2f}x)." for label in pipelines.split(",")
@@ -116,9 +120,9 @@ def second_verdict(t, pipelines: str) -> list[str]:
     ft = t[t["pipeline"].str.endswith("+ft")]
     if len(ft):
         f = ft.loc[ft["PPL wiki"].idxmin()]
-        lines += [f"- `{label}` against the best + fine-tune row here (`{f.pipeline}`, {f['PPL wiki']:.2f}): "
-                  f"{ppl[label] / f['PPL wiki']:.2f}x." for label in pipelines.split(",")
-                  if label.endswith("kd") and label in ppl]
+        lines += [f"- `{k.pipeline}` at lr {k.lr:g} against the best + fine-tune row here (`{f.pipeline}`, lr {f.lr:g}, "
+                  f"{f['PPL wiki']:.2f}): {k['PPL wiki']:.2f}, {k['PPL wiki'] / f['PPL wiki']:.2f}x."
+                  for _, k in t[t["pipeline"].str.endswith("kd")].iterrows()]
     return lines
 
 
@@ -219,6 +223,13 @@ def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
     return (select + sum(step_s[s] for s in _steps(row["method"]))) / 60, True
 
 
+def heal_lr(row: dict) -> float | None:
+    """The learning rate a healed row (or TRSP, which trains) ran at, from its key's config; None for the rest."""
+    p = parse(row["method"])
+    trains = p.heal or p.select.name.startswith("trsp")
+    return (row.get("params") or {}).get("config", {}).get("lr") if trains else None
+
+
 def pipelines_table(rows: list[dict]):
     """One line per pipeline (rows[0] is dense): perplexities, the validation score, cost, Pareto membership."""
     import pandas as pd
@@ -227,7 +238,8 @@ def pipelines_table(rows: list[dict]):
     costs = [cpu_minutes(r, rows) for r in rows[1:]]
     t = pd.DataFrame([{"pipeline": r["method"], **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
                        "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
-                       "zero-shot": r.get("zs_avg"), "CPU min": minutes, "cost": "estimated" if estimated else "measured"}
+                       "zero-shot": r.get("zs_avg"), "lr": heal_lr(r), "CPU min": minutes,
+                       "cost": "estimated" if estimated else "measured"}
                       for r, (minutes, estimated) in zip(rows[1:], costs)])
     t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
     t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
