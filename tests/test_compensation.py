@@ -107,13 +107,13 @@ def test_pick_on_validation_reads_only_the_validation_metric():
 
 
 def test_pareto_front():
-    from trsp_lib.frontier import pareto_front
+    from trsp_lib.frontier_table import pareto_front
 
     assert pareto_front([(1, 10), (2, 5), (3, 6), (0.5, 20), (2, 5)]) == [True, True, False, True, True]
 
 
 def test_findings_pick_the_best_pipeline_on_validation_not_test():
-    from trsp_lib.frontier import findings, pipelines_table
+    from trsp_lib.frontier_table import findings, pipelines_table
 
     def row(method, test, val, s=60.0):
         return {"method": method, "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s}
@@ -155,7 +155,7 @@ def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch
 def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
     import pandas as pd
 
-    from trsp_lib.frontier import kd_verdict
+    from trsp_lib.frontier_table import kd_verdict
 
     cols = ["selection", "alone", "+ fine-tune", "+ distillation", "distillation / fine-tune",
             "+ fine-tune, lr chosen on validation", "distillation / that"]
@@ -194,7 +194,7 @@ def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypat
 
 
 def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
-    from trsp_lib.frontier import findings, pipelines_table
+    from trsp_lib.frontier_table import findings, pipelines_table
 
     rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0},
             {"method": "sleb+lin+kd", "ppl_wiki": 30.0, "ppl_news": 30.0, "ppl_wiki_val": 25.0, "prune_s": 600.0}]
@@ -209,7 +209,7 @@ def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
 
 
 def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_the_best_fine_tune():
-    from trsp_lib.frontier import pipelines_table, second_verdict
+    from trsp_lib.frontier_table import pipelines_table, second_verdict
 
     lrs = {"sleb+ft": 2e-5, "shortgpt+ft": 2e-5, "sleb+lin+kd": 3e-4, "sleb+kd": 2e-5, "trsp": 2e-5, "sleb": 9.0}
     rows = [{"method": m, "ppl_wiki": v, "ppl_news": v, "prune_s": 60.0, "params": {"config": {"lr": lrs.get(m)}}}

@@ -82,7 +82,7 @@ def test_key_records_arithmetic_not_machine():
 
 
 def test_gpu_rows_are_costed_from_cpu_rows():
-    from trsp_lib.frontier import cpu_minutes
+    from trsp_lib.frontier_table import cpu_minutes
 
     gpu = {"provenance": {"cuda": "NVIDIA H200"}}
     rows = [{"method": "dense"}, {"method": "sleb", "prune_s": 600.0},
