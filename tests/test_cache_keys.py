@@ -125,8 +125,8 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
 
     p = notebook_params("09_instead")  # the frontier chapter: its searches and pipelines
     run = study(p["model"], p["ratio"], p["selections"], p["search_selection"], p["lin_grid"], p["heal_grid"],
-                p["lin_pipelines"], p["healed_pipelines"], heal_edge=p["heal_edge"], profile=p["profile"], limit=p["limit"],
-                criterion_samples=p["criterion_samples"], cached_only=True, eval_texts=p["eval_texts"],
+                p["lin_pipelines"], p["healed_pipelines"], heal_edge=p["heal_edge"], heal_scope=p["heal_scope"],
+                profile=p["profile"], limit=p["limit"], criterion_samples=p["criterion_samples"], cached_only=True, eval_texts=p["eval_texts"],
                 overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}

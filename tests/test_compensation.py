@@ -225,3 +225,27 @@ def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_th
     assert "- `sleb+kd` at lr 2e-05 against the best + fine-tune row here (`sleb+ft`, lr 2e-05, 67.00): 50.00, 0.75x." in lines
     assert "- `sleb+lin+kd` at lr 0.0003 against the best + fine-tune row here (`sleb+ft`, lr 2e-05, 67.00): 60.00, 0.90x." in lines
     assert len(lines) == 4
+
+
+def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_healing():
+    from trsp_lib.frontier import setting_name
+    from trsp_lib.frontier_table import findings, pipelines_table
+
+    assert setting_name({"lr": 3e-4, "temperature": 1.0, "last": 3}) == "lr 3e-04, T 1, last 3 layers + head"
+    assert setting_name({"lr": 3e-4, "temperature": 1.0}) == "lr 3e-04, T 1"
+
+    def row(val, test, s, last=0):
+        config = {"lr": 3e-4, **({"heal_last": last} if last else {})}
+        return {"method": "sleb+lin+kd", "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s,
+                "params": {"config": config}}
+
+    rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0}, row(35.0, 46.6, 1980.0),
+            row(40.0, 52.0, 1500.0, last=3)]
+    t = pipelines_table(rows)
+    assert sorted(t["pipeline"]) == ["sleb+lin+kd", "sleb+lin+kd (last 3 + head)"]
+    run = {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 3e-4, "temperature": 1.0},
+           "scope": {"lr": 1e-3, "temperature": 1.0, "last": 3}}
+    line = next(x for x in findings(t, run) if "Healing scope" in x)
+    assert "last 3 layers and the LM head (lr 0.001, chosen on validation) gives 52.00 against 46.60" in line
+    assert "in 25.0 against 33.0 CPU minutes" in line
+    assert not any("Healing scope" in x for x in findings(t, {**run, "scope": None}))

@@ -146,6 +146,9 @@ def phase_c(d: Driver) -> None:
                            limit=d.a.frontier_limit) for label in KD_BESIDE_FT]
     jobs.append(d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"], lin=c["lin"],
                               heal=f["heal_edge"], limit=d.a.frontier_limit))  # the check past the grid's edge
+    jobs += [d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"], lin=c["lin"],
+                           heal={**c["kd"], "lr": lr, "last": f["heal_scope"]["last"]}, limit=d.a.frontier_limit)
+             for lr in f["heal_scope"]["lrs"]]  # the healing scope's search
     jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"],
                            heal=c["kd"], limit=d.a.frontier_limit, criterion_samples=8) for label in SECOND["pipelines"]]
     jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label],

@@ -39,6 +39,7 @@ FRONTIER: dict = {
     "lin_pipelines": "trsp+lin,shortgpt+lin,sleb+lin,angular+lin",
     "healed_pipelines": "sleb+lin+kd,sleb+lin+ft,sleb+kd,shortgpt+kd,trsp:kd",
     "heal_edge": {"lr": 1e-3, "temperature": 1.0},  # one point past heal_grid, checked on validation after the choice
+    "heal_scope": {"last": 3, "lrs": [3e-4, 1e-3]},  # distillation of the last 3 layers + head only, lr on validation
 }
 FRONTIER_LIMIT = 50  # the frontier chapter's zero-shot items per task
 SEEDS = (0, 1, 2)

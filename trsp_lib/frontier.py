@@ -46,16 +46,19 @@ def setting_name(point: dict) -> str:
     """{'alpha': 0.0, 'sequential': False} -> 'alpha 0, from dense'; {'lr': 1e-4, 'temperature': 1} -> 'lr 1e-04, T 1'."""
     if "alpha" in point:
         return f"alpha {point['alpha']:g}, " + ("sequential" if point["sequential"] else "from dense")
-    return f"lr {point['lr']:.0e}, T {point['temperature']:g}"
+    scope = f", last {point['last']} layers + head" if point.get("last") else ""
+    return f"lr {point['lr']:.0e}, T {point['temperature']:g}{scope}"
 
 
 def study(model: str, ratio: float, selections: str, search_selection: str, lin_grid: list[dict],
           heal_grid: list[dict], lin_pipelines: str, healed_pipelines: str, heal_edge: dict | None = None,
-          **compare_kw) -> dict:
+          heal_scope: dict | None = None, **compare_kw) -> dict:
     """The frontier chapter's runs, in order: the three declared searches on validation text (lin, then
     the fine-tune and distillation learning rates / temperature on the chosen lin), the plain rows, every
     selection + lin, and the healed pipelines with the chosen settings. Returns records, choices and rows.
-    `heal_edge`: one distillation point past the grid, checked on validation after the choice (`edge_check`)."""
+    `heal_edge`: one distillation point past the grid, checked on validation after the choice (`edge_check`).
+    `heal_scope` {"last": k, "lrs": [...]}: the distillation row healing only the last k layers and the LM head
+    (Lu et al.), its learning rate searched on validation; the chosen row joins the pipelines."""
     common = {"model": model, "ratios": [ratio], "speed": False, **compare_kw}
     searched: list[dict] = []
     lin_record, lin_best = search(f"{search_selection}+lin", lin_grid, "lin", searched=searched, **common)
@@ -74,11 +77,19 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
         heal = kd_best if label.endswith("kd") else ft_best
         rows += compare(methods=selections, finetune_baselines=False, pipelines=[label], lin=lin_best, heal=heal,
                         **common)
+    scope_record, scope = [], None
+    if kd_best and heal_scope:
+        points = [{**kd_best, "lr": lr, "last": heal_scope["last"]} for lr in heal_scope["lrs"]]
+        scope_record, scope = search(f"{search_selection}+lin+kd", points, "heal", lin=lin_best, searched=searched,
+                                     **common)
+        rows += compare(methods=[search_selection], finetune_baselines=False, pipelines=[f"{search_selection}+lin+kd"],
+                        lin=lin_best, heal=scope, **common)[1:]
     unique = list({r["key"]: r for r in rows}.values())
     edge = edge_check(f"{search_selection}+lin+kd", kd_best, heal_edge, lin=lin_best, searched=searched, **common) \
         if kd_best and heal_edge else None
-    return {"record": lin_record + ft_record + kd_record + (edge["record"] if edge else []), "lin": lin_best,
-            "ft": ft_best, "kd": kd_best, "edge": edge, "rows": unique, "searched": searched}
+    return {"record": lin_record + ft_record + kd_record + scope_record + (edge["record"] if edge else []),
+            "lin": lin_best, "ft": ft_best, "kd": kd_best, "edge": edge, "scope": scope, "rows": unique,
+            "searched": searched}
 
 
 def edge_check(label: str, chosen: dict, edge: dict, **compare_kw) -> dict:

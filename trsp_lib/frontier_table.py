@@ -101,13 +101,19 @@ def heal_lr(row: dict) -> float | None:
     return (row.get("params") or {}).get("config", {}).get("lr") if trains else None
 
 
+def scope_name(row: dict) -> str:
+    """' (last 3 + head)' for a row healed only in its last layers and LM head; '' for the rest."""
+    last = (row.get("params") or {}).get("config", {}).get("heal_last", 0)
+    return f" (last {last} + head)" if last else ""
+
+
 def pipelines_table(rows: list[dict]):
     """One line per pipeline (rows[0] is dense): perplexities, the validation score, cost, Pareto membership."""
     import pandas as pd
 
     dense = rows[0]
     costs = [cpu_minutes(r, rows) for r in rows[1:]]
-    t = pd.DataFrame([{"pipeline": r["method"], **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
+    t = pd.DataFrame([{"pipeline": r["method"] + scope_name(r), **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
                        "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
                        "zero-shot": r.get("zs_avg"), "lr": heal_lr(r), "CPU min": minutes,
                        "cost": "estimated" if estimated else "measured"}
@@ -154,6 +160,7 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
                         "the dense ones. Fitting to TRSP's own model before deletion instead gives nothing to fit: with the default "
                         "fade, stage 2 takes P's gates to 0, so that model already equals the deleted one (T = I)."
                         if hurts else ""))
+    lines += scope_lines(t, run)
     lin = run["lin"]
     lines.append(f"- Chosen on validation: `lin` with alpha = {lin['alpha']:g}, "
                  + ("fitted in sequence" if lin["sequential"] else "every map from the dense model's states")
@@ -173,6 +180,22 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
         lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}): a larger one "
                       "was not tried, so the healed rows may be short of their best.")
     return lines
+
+
+def scope_lines(t, run: dict) -> list[str]:
+    """The healing-scope line: the chosen last-k row against the same distillation with every weight healing."""
+    scope = run.get("scope")
+    if not scope:
+        return []
+    rows = t.set_index("pipeline")
+    label = [p for p in rows.index if p.endswith(f" (last {scope['last']} + head)")]
+    full = label[0].split(" (")[0] if label else None
+    if not label or full not in rows.index:
+        return []
+    a, b = rows.loc[label[0]], rows.loc[full]
+    return [f"- **Healing scope** (Lu et al.): training only the last {scope['last']} layers and the LM head "
+            f"(lr {scope['lr']:g}, chosen on validation) gives {a['PPL wiki']:.2f} against {b['PPL wiki']:.2f} with "
+            f"every weight, in {a['CPU min']:.1f} against {b['CPU min']:.1f} CPU minutes."]
 
 
 def describe(label: str) -> dict[str, str]:
