@@ -247,5 +247,7 @@ def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_hea
            "scope": {"lr": 1e-3, "temperature": 1.0, "last": 3}}
     line = next(x for x in findings(t, run) if "Healing scope" in x)
     assert "last 3 layers and the LM head (lr 0.001, chosen on validation) gives 52.00 against 46.60" in line
-    assert "in 25.0 against 33.0 CPU minutes" in line
+    assert "in 25.0 against 33.0 CPU minutes." in line
+    edge = next(x for x in findings(t, run, scope_lrs=[3e-4, 1e-3]) if "Healing scope" in x)
+    assert "its lr is at an end of its grid (0.0003, 0.001), so a wider grid might do better." in edge
     assert not any("Healing scope" in x for x in findings(t, {**run, "scope": None}))

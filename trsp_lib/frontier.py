@@ -82,6 +82,7 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
         points = [{**kd_best, "lr": lr, "last": heal_scope["last"]} for lr in heal_scope["lrs"]]
         scope_record, scope = search(f"{search_selection}+lin+kd", points, "heal", lin=lin_best, searched=searched,
                                      **common)
+        scope_record = [{**r, "chosen": r["chosen"] and "yes (scope)"} for r in scope_record]
         rows += compare(methods=[search_selection], finetune_baselines=False, pipelines=[f"{search_selection}+lin+kd"],
                         lin=lin_best, heal=scope, **common)[1:]
     unique = list({r["key"]: r for r in rows}.values())

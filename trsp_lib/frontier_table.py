@@ -124,7 +124,8 @@ def pipelines_table(rows: list[dict]):
     return t.sort_values("PPL wiki").reset_index(drop=True)
 
 
-def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, heal_grid: list[dict] | None = None) -> list[str]:
+def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, heal_grid: list[dict] | None = None,
+             scope_lrs: list[float] | None = None) -> list[str]:
     """The chapter's verdict: the best training-free and the best healed pipeline, each picked on validation
     (test only reports), TRSP's best pipeline, and the settings the searches chose (and whether a chosen
     learning rate sits at the edge of `heal_grid`, where a wider grid might have done better)."""
@@ -160,7 +161,7 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
                         "the dense ones. Fitting to TRSP's own model before deletion instead gives nothing to fit: with the default "
                         "fade, stage 2 takes P's gates to 0, so that model already equals the deleted one (T = I)."
                         if hurts else ""))
-    lines += scope_lines(t, run)
+    lines += scope_lines(t, run, scope_lrs)
     lin = run["lin"]
     lines.append(f"- Chosen on validation: `lin` with alpha = {lin['alpha']:g}, "
                  + ("fitted in sequence" if lin["sequential"] else "every map from the dense model's states")
@@ -182,8 +183,9 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
     return lines
 
 
-def scope_lines(t, run: dict) -> list[str]:
-    """The healing-scope line: the chosen last-k row against the same distillation with every weight healing."""
+def scope_lines(t, run: dict, lrs: list[float] | None = None) -> list[str]:
+    """The healing-scope line: the chosen last-k row against the same distillation with every weight healing (and
+    whether its learning rate sits at an end of the scope's grid `lrs`)."""
     scope = run.get("scope")
     if not scope:
         return []
@@ -195,7 +197,9 @@ def scope_lines(t, run: dict) -> list[str]:
     a, b = rows.loc[label[0]], rows.loc[full]
     return [f"- **Healing scope** (Lu et al.): training only the last {scope['last']} layers and the LM head "
             f"(lr {scope['lr']:g}, chosen on validation) gives {a['PPL wiki']:.2f} against {b['PPL wiki']:.2f} with "
-            f"every weight, in {a['CPU min']:.1f} against {b['CPU min']:.1f} CPU minutes."]
+            f"every weight, in {a['CPU min']:.1f} against {b['CPU min']:.1f} CPU minutes"
+            + (f"; its lr is at an end of its grid ({', '.join(f'{x:g}' for x in sorted(lrs))}), so a wider grid "
+               "might do better." if lrs and len(lrs) > 1 and scope["lr"] in (min(lrs), max(lrs)) else ".")]
 
 
 def describe(label: str) -> dict[str, str]:
