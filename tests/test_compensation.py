@@ -126,7 +126,7 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
     lines = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}})
     assert "`sleb+lin`" in lines[0] and "missed" not in lines[0]  # 50 <= 55: reached
     assert "`trsp+lin`" in lines[1] and "2.00x" in lines[1]  # the best that spends the budget, by validation
-    assert "`trsp+lin`" in lines[2]
+    assert "(by validation) is `trsp+lin`" in lines[2]  # plain trsp has no validation score: not a candidate
     assert "**`lin` after TRSP** helps: 90.00 -> 40.00" in lines[3]
     assert "largest of the grid" not in lines[-1]
     grid = [{"lr": 2e-5, "temperature": 1.0}, {"lr": 1e-4, "temperature": 1.0}]
@@ -166,7 +166,12 @@ def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
     assert "(sleb), distillation still wins, by less: 0.90x" in text
     assert "0.75x after the best selection alone (`sleb`), 0.59x after the worst usable one (`angular`)" not in text  # 2 rows
     three = pd.concat([pairs, pd.DataFrame([["random", 4188.0, 792.0, 157.0, 0.20, None, None]], columns=cols)])
-    assert "0.75x after the best selection alone (`sleb`), 0.20x after the worst usable one (`random`)" in kd_verdict(three)
+    assert "Its lead grows steadily as the selection gets worse: 0.75x after the best selection alone (`sleb`), " \
+        "0.20x after the worst usable one (`random`)" in kd_verdict(three)
+    bumpy = three.replace({0.59: 0.90})  # angular's ratio above sleb's: the end is lower, the path is not monotone
+    assert "grows, not steadily" in kd_verdict(bumpy)
+    flat = three.replace({0.20: 0.80})
+    assert "does not grow" in kd_verdict(flat)
     assert "After `laco` both stay unusable (alone 1.0e+10; + fine-tune 3.1e+08, + distillation 8,501.60)" in text
     pairs.loc[0, "distillation / that"] = 1.1
     assert "the ratio is 1.10." in kd_verdict(pairs)
@@ -222,9 +227,9 @@ def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_th
     lines = second_verdict(t, "sleb+lin,sleb+lin+kd,trsp+lin")  # trsp+lin not computed: skipped
     assert lines[0] == "- `sleb+lin`: 144.00 against `sleb` alone 167.00 (0.86x)."
     assert lines[1].startswith("- `sleb+lin+kd`: 60.00 against `sleb` alone")
-    assert "- `sleb+kd` at lr 2e-05 against the best + fine-tune row here (`sleb+ft`, lr 2e-05, 67.00): 50.00, 0.75x." in lines
-    assert "- `sleb+lin+kd` at lr 0.0003 against the best + fine-tune row here (`sleb+ft`, lr 2e-05, 67.00): 60.00, 0.90x." in lines
-    assert len(lines) == 4
+    assert "- `sleb+kd` at lr 2e-05 against `sleb+ft` at lr 2e-05: 50.00 against 67.00 (0.75x)." in lines
+    assert "- `sleb+lin+kd` at lr 0.0003 against `sleb+ft` at lr 2e-05: 60.00 against 67.00 (0.90x)." in lines
+    assert len(lines) == 4  # shortgpt+ft has no kd partner; a kd row without its selection's +ft row gets no line
 
 
 def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_healing():
@@ -247,7 +252,18 @@ def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_hea
            "scope": {"lr": 1e-3, "temperature": 1.0, "last": 3}}
     line = next(x for x in findings(t, run) if "Healing scope" in x)
     assert "last 3 layers and the LM head (lr 0.001, chosen on validation) gives 52.00 against 46.60" in line
-    assert "in 25.0 against 33.0 CPU minutes." in line
+    assert "in 25.0 against 33.0 CPU minutes." in line  # both measured on a CPU
     edge = next(x for x in findings(t, run, scope_lrs=[3e-4, 1e-3]) if "Healing scope" in x)
     assert "its lr is at an end of its grid (0.0003, 0.001), so a wider grid might do better." in edge
     assert not any("Healing scope" in x for x in findings(t, {**run, "scope": None}))
+    rows[1]["provenance"] = {"cuda": "H200"}  # the full row on a GPU: its cost is composed, and the line says so
+    gpu = next(x for x in findings(pipelines_table(rows), run) if "Healing scope" in x)
+    assert "(estimated: that row ran on a GPU) CPU minutes" in gpu
+
+
+def test_study_rejects_an_incomplete_heal_scope_before_computing_anything(monkeypatch):
+    from trsp_lib import frontier
+
+    monkeypatch.setattr(frontier, "compare", lambda **kw: pytest.fail("computed before checking its input"))
+    with pytest.raises(ValueError, match="heal_scope needs 'last' and 'lrs'"):
+        frontier.study("m", 0.25, "sleb", "sleb", [], [], "", "", heal_scope={"last": 3})

@@ -59,6 +59,8 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
     `heal_edge`: one distillation point past the grid, checked on validation after the choice (`edge_check`).
     `heal_scope` {"last": k, "lrs": [...]}: the distillation row healing only the last k layers and the LM head
     (Lu et al.), its learning rate searched on validation; the chosen row joins the pipelines."""
+    if heal_scope and not {"last", "lrs"} <= set(heal_scope):
+        raise ValueError(f"heal_scope needs 'last' and 'lrs', got {heal_scope}; e.g. {{'last': 3, 'lrs': [3e-4, 1e-3]}}")
     common = {"model": model, "ratios": [ratio], "speed": False, **compare_kw}
     searched: list[dict] = []
     lin_record, lin_best = search(f"{search_selection}+lin", lin_grid, "lin", searched=searched, **common)

@@ -10,18 +10,19 @@ from .pipelines import parse
 
 def second_verdict(t, pipelines: str) -> list[str]:
     """The second model's lines: each pipeline against its selection alone, then every distillation row (at its
-    learning rate) against the best + fine-tune row shown (reported on test; no choice is made here: the settings
-    came from the first model)."""
+    learning rate) against the + fine-tune row of the same selection (fixed pairs, reported on test: no choice is
+    made here, the settings came from the first model)."""
     ppl = dict(zip(t["pipeline"], t["PPL wiki"]))
     lines = [f"- `{label}`: {ppl[label]:.2f} against `{parse(label).base}` alone {ppl[parse(label).base]:.2f} "
              f"({ppl[label] / ppl[parse(label).base]:.2f}x)." for label in pipelines.split(",")
              if label in ppl and parse(label).base in ppl]
-    ft = t[t["pipeline"].str.endswith("+ft")]
-    if len(ft):
-        f = ft.loc[ft["PPL wiki"].idxmin()]
-        lines += [f"- `{k.pipeline}` at lr {k.lr:g} against the best + fine-tune row here (`{f.pipeline}`, lr {f.lr:g}, "
-                  f"{f['PPL wiki']:.2f}): {k['PPL wiki']:.2f}, {k['PPL wiki'] / f['PPL wiki']:.2f}x."
-                  for _, k in t[t["pipeline"].str.endswith("kd")].iterrows()]
+    rows = t.set_index("pipeline")
+    for label, k in rows[rows.index.str.endswith("kd")].iterrows():
+        ft = f"{parse(label).base}+ft"
+        if ft in rows.index:
+            f = rows.loc[ft]
+            lines.append(f"- `{label}` at lr {k.lr:g} against `{ft}` at lr {f.lr:g}: {k['PPL wiki']:.2f} against "
+                         f"{f['PPL wiki']:.2f} ({k['PPL wiki'] / f['PPL wiki']:.2f}x).")
     return lines
 
 
@@ -45,7 +46,9 @@ def kd_verdict(pairs) -> str:
             f"comparison chapter's fine-tune (ratio {span(r)}), but that fine-tune ran at the profile's learning rate. "
             if len(usable) else "")
     if len(usable) > 2:
-        text += (f"Its lead grows as the selection gets worse: {r.iloc[0]:.2f}x after the best selection alone "
+        trend = ("grows steadily" if r.is_monotonic_decreasing else "grows, not steadily" if r.iloc[-1] < r.iloc[0]
+                 else "does not grow")
+        text += (f"Its lead {trend} as the selection gets worse: {r.iloc[0]:.2f}x after the best selection alone "
                  f"(`{usable.selection.iloc[0]}`), {r.iloc[-1]:.2f}x after the worst usable one (`{usable.selection.iloc[-1]}`). ")
     if len(fair):
         where = ", ".join(usable.loc[fair.index, "selection"])
@@ -134,7 +137,7 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
 
     scored = t[t["PPL wiki (val)"].notna()]
     trains = (scored["healing"] != "none") | scored["TRSP"]  # TRSP trains while it selects: it spends the budget too
-    free, healed, trsp = scored[~trains], scored[trains], t[t["TRSP"]]
+    free, healed, trsp = scored[~trains], scored[trains], scored[scored["TRSP"]]
     lines = []
     if len(free):
         b = best(free)
@@ -148,8 +151,8 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
                      f"{b['PPL wiki']:.2f} ({b['x dense']:.2f}x dense); the goal was at most {budget_goal:g}x, "
                      + ("reached." if b["x dense"] <= budget_goal else f"missed ({b['x dense']:.2f}x)."))
     if len(trsp):
-        b = trsp.loc[trsp["PPL wiki"].idxmin()]
-        lines.append(f"- **TRSP's best pipeline here** is `{b.pipeline}` at {b['PPL wiki']:.2f}; "
+        b = best(trsp)
+        lines.append(f"- **TRSP's best pipeline here** (by validation) is `{b.pipeline}` at {b['PPL wiki']:.2f}; "
                      + ("it is on the Pareto front." if b["Pareto"] else
                         "it is not on the Pareto front: another pipeline is both cheaper and better."))
     ppl = dict(zip(t["pipeline"], t["PPL wiki"]))
@@ -197,7 +200,8 @@ def scope_lines(t, run: dict, lrs: list[float] | None = None) -> list[str]:
     a, b = rows.loc[label[0]], rows.loc[full]
     return [f"- **Healing scope** (Lu et al.): training only the last {scope['last']} layers and the LM head "
             f"(lr {scope['lr']:g}, chosen on validation) gives {a['PPL wiki']:.2f} against {b['PPL wiki']:.2f} with "
-            f"every weight, in {a['CPU min']:.1f} against {b['CPU min']:.1f} CPU minutes"
+            f"every weight, in {a['CPU min']:.1f} against {b['CPU min']:.1f}"
+            f"{' (estimated: that row ran on a GPU)' if b['cost'] == 'estimated' else ''} CPU minutes"
             + (f"; its lr is at an end of its grid ({', '.join(f'{x:g}' for x in sorted(lrs))}), so a wider grid "
                "might do better." if lrs and len(lrs) > 1 and scope["lr"] in (min(lrs), max(lrs)) else ".")]
 
