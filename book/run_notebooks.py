@@ -14,7 +14,7 @@ committed): no solutions, no hidden tests, nothing a student has to fill in alre
 
 The kernels run quiet and styled: TRSP_QUIET=1 silences the library's log lines (the provenance stays
 in the results), TQDM_DISABLE=1 its progress bars, and an IPython start-up file applies the book's one
-plotting and table style (trsp_lib/style.py) before the first cell, so the notebooks carry no styling code.
+plotting and table style (study/style.py) before the first cell, so the notebooks carry no styling code.
 
 Warnings are errors: papermill stops at a failing cell, and after each run any stderr output that
 mentions a warning fails the build with the notebook and cell named (progress bars are disabled).
@@ -88,10 +88,10 @@ def collapse_code(nb_path: Path) -> None:
 
 
 def styled_kernels(ipython_dir: Path) -> None:
-    """Kernels started from now on apply trsp_lib.style before the first cell (an IPython start-up file)."""
+    """Kernels started from now on apply study.style before the first cell (an IPython start-up file)."""
     startup = ipython_dir / "profile_default" / "startup"
     startup.mkdir(parents=True, exist_ok=True)
-    (startup / "00-trsp-style.py").write_text('__import__("trsp_lib.style", fromlist=["use"]).use()\n')
+    (startup / "00-trsp-style.py").write_text('__import__("study.style", fromlist=["use"]).use()\n')
     os.environ["IPYTHONDIR"] = str(ipython_dir)
 
 
@@ -189,7 +189,7 @@ def run() -> int:
 
 def report_fresh(used: Path, out: Path) -> None:
     """Print and write what `FRESH=1` would cost on 2 CPU cores: the union of the records the chapters used."""
-    from trsp_lib.chapter import duration, fresh_estimate
+    from study.chapter import duration, fresh_estimate
 
     logs = {p.stem: json.loads(p.read_text()) for p in sorted(used.glob("*.json"))}
     if not logs:

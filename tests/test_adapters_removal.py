@@ -5,10 +5,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from trsp_lib.adapters import ADAPTERS, UnsupportedArchitecture, get_adapter, get_layers, scale_branch_output
+from trsp_lib.surgery.adapters import ADAPTERS, UnsupportedArchitecture, get_adapter, get_layers, scale_branch_output
 from trsp_lib.models import ModelNotFound, load_model
 from trsp_lib.tiny import TINY_ARCHS, tiny_model, tiny_tokenizer
-from trsp_lib.removal import _update_config, remove_layers, save_model
+from trsp_lib.surgery.removal import _update_config, remove_layers, save_model
 
 ARCHS = ["llama", "qwen2", "mistral", "gemma3", "opt", "gpt2", "phi"]
 EXTRA = [a for a in TINY_ARCHS if a not in ARCHS]  # qwen3, gemma2, gemma3-multimodal: cheap to check too
@@ -171,7 +171,7 @@ def test_tensor_and_numpy_style_indices_are_accepted():
 
 
 def test_wrapped_layers_are_refused_before_anything_changes():
-    from trsp_lib.gating import attach_gates
+    from trsp_lib.surgery.gating import attach_gates
 
     model = tiny_model("llama", n_layers=3)
     attach_gates(model, "output")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import trsp_lib.losses
-from trsp_lib.adapters import get_adapter, get_layers, scale_branch_output
-from trsp_lib.criteria import reverse, shortgpt
-from trsp_lib.gating import attach_gates
+import trsp_lib.method.losses
+from trsp_lib.surgery.adapters import get_adapter, get_layers, scale_branch_output
+from trsp_lib.baselines.criteria import reverse, shortgpt
+from trsp_lib.surgery.gating import attach_gates
 from trsp_lib.speed import forward_flops
 
 SOURCE = Path(__file__).resolve().parents[1] / "classroom" / "source"
@@ -170,11 +170,11 @@ def test_stage2_mistakes_lose_every_mark_with_their_hint(wrong, hint):
 
 
 def _direct(x_in, x_out, norm="l2"):
-    return trsp_lib.losses.identity_gap(x_out - x_in, norm)
+    return trsp_lib.method.losses.identity_gap(x_out - x_in, norm)
 
 
 def _renamed(x_in, x_out, norm="l2"):
-    from trsp_lib.losses import identity_gap as gap
+    from trsp_lib.method.losses import identity_gap as gap
     return gap(x_out - x_in, norm)
 
 

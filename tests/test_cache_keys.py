@@ -121,7 +121,7 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
         if call.get("speed", True):
             assert all("speedup_prefill" in r for r in rows), f"speed row missing for {call}"
         found |= {r["key"] for r in rows}
-    from trsp_lib.frontier import study
+    from study.frontier import study
 
     p = notebook_params("09_instead")  # the frontier chapter: its searches and pipelines
     run = study(p["model"], p["ratio"], p["selections"], p["search_selection"], p["lin_grid"], p["heal_grid"],
@@ -131,8 +131,8 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
     if p["kd_selections"]:  # the frontier chapter's + distillation beside + fine-tune
-        from trsp_lib import evidence
-        from trsp_lib.frontier import kd_beside_ft
+        from study import evidence
+        from study.frontier import kd_beside_ft
 
         heal_lr = evidence.choices(p["model"], p["ratio"], {"device": p["device"]}, profile=p["profile"],
                                    cached_only=True)["heal_lr"]
@@ -145,7 +145,7 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
         assert len(pairs) == len(p["kd_selections"].split(",")) and "not computed" not in capsys.readouterr().out
         found |= {r["key"] for r in read}
     if p["second_model"] and p["second_pipelines"]:  # the frontier chapter's second architecture
-        from trsp_lib.frontier import second_model
+        from study.frontier import second_model
 
         rows = second_model(p["second_model"], p["second_methods"], p["second_finetune"], p["second_pipelines"],
                             run["lin"], run["kd"], at_profile_lr=p["second_at_profile_lr"], profile=p["profile"],
@@ -154,7 +154,7 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
                             overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
         assert "not computed" not in capsys.readouterr().out
         found |= {r["key"] for r in rows}
-    from trsp_lib import evidence
+    from study import evidence
 
     p = notebook_params("07_paper_and_us")  # the main rows (00, 05 and 07 make the same calls) and their choices
     machine = {"device": p["device"]}
@@ -176,7 +176,7 @@ def test_every_committed_notebook_result_is_found(committed):
     """Chapter 3's layer scores and chapter 6's speed runs (the `results.cached` kinds)."""
     from trsp_lib.data import window_key
     from trsp_lib.results import cached
-    from trsp_lib.trsp import TRSPConfig
+    from trsp_lib.method.trsp import TRSPConfig
 
     def compute():
         raise AssertionError("a committed result was not found: its key changed")

@@ -1,21 +1,23 @@
-"""trsp_lib.chapter: the closing block of every chapter (rerun command, measured cost, GPU estimate)."""
+"""study.chapter: the closing block of every chapter (rerun command, measured cost, GPU estimate)."""
 import json
 import shlex
 
 import pytest
 
-from trsp_lib import chapter, results
+import study
+from study import chapter
+from trsp_lib import results
 
 
 def test_stored_records_what_a_chapter_used_cached_or_computed(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "USED", {})
+    monkeypatch.setattr(study, "USED", {})
     monkeypatch.delenv("TRSP_FRESH", raising=False)
     path = tmp_path / "kind" / "k1.json"
     first = results.stored(path, "k1", lambda: {"x": 1})
-    assert results.USED == {str(path): first} and first["wall_s"] >= 0 and first["cpu_s"] >= 0
-    results.USED.clear()
+    assert study.USED == {str(path): first} and first["wall_s"] >= 0 and first["cpu_s"] >= 0
+    study.USED.clear()
     again = results.stored(path, "k1", lambda: pytest.fail("a cached record must not be recomputed"))
-    assert list(results.USED) == [str(path)] and again["x"] == 1
+    assert list(study.USED) == [str(path)] and again["x"] == 1
 
 
 def test_measured_cost_sums_wall_times_and_times_an_early_speed_row():
@@ -43,11 +45,13 @@ def test_gpu_hours_is_six_n_per_trained_token_and_two_n_per_forward_token():
     assert "6 × 7e+09" in text and "50% of an H100" in text
 
 
-def test_trsp_train_tokens_counts_both_stages():
+def test_the_budget_counts_both_stages():
+    from trsp_lib.method.config import budget
     from trsp_lib.profiles import load
 
     cfg, _ = load("paper-scale")
-    assert chapter.trsp_train_tokens(cfg, 8) == (8 * 16 + 128) * 8 * 2048
+    assert budget(cfg, 8).steps == 8 * 16 + 128
+    assert budget(cfg, 8).tokens == (8 * 16 + 128) * 8 * 2048
 
 
 def test_note_says_the_command_the_measured_cost_and_the_estimate():
@@ -62,7 +66,7 @@ def test_note_says_the_command_the_measured_cost_and_the_estimate():
 
 
 def test_gpu_records_are_counted_apart_and_scaled():
-    from trsp_lib.chapter import measured_cost, note_markdown
+    from study.chapter import measured_cost, note_markdown
 
     recs = {"a": {"wall_s": 100.0, "provenance": {"cpus": 2, "cuda": None}},
             "b": {"wall_s": 60.0, "provenance": {"cpus": 16, "cuda": "NVIDIA H200"}}}
@@ -74,7 +78,7 @@ def test_gpu_records_are_counted_apart_and_scaled():
 
 
 def test_fresh_estimate_pays_a_shared_record_once_and_scales_gpu_seconds(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "USED", {"/r/a.json": {"wall_s": 100.0, "provenance": {"cpus": 2}},
+    monkeypatch.setattr(study, "USED", {"/r/a.json": {"wall_s": 100.0, "provenance": {"cpus": 2}},
                                           "/r/g.json": {"wall_s": 10.0, "provenance": {"cuda": "H200"}}})
     assert chapter.log_used("00_intro") is None  # no TRSP_USED_LOG: nothing written
     first = json.loads(chapter.log_used("00_intro", str(tmp_path)).read_text())

@@ -28,7 +28,7 @@ def _out(text: str, cls: str = "output stream highlight-myst-ansi") -> dict:
     ("Traceback (most recent call last):\n  File \"x.py\", line 1", "traceback"),
     ("ValueError: unknown method 'x'", "traceback"),
     ("/x/y.py:3: FutureWarning: the default will change", "warning"),
-    ("<trsp_lib.trsp.PruneResult object at 0x7f3a2c1d9e50>", "raw object repr"),
+    ("<trsp_lib.method.trsp.PruneResult object at 0x7f3a2c1d9e50>", "raw object repr"),
     ("<Figure size 800x420 with 1 Axes>", "raw object repr"),
     ("<Axes: xlabel='step', ylabel='gate'>", "raw object repr"),
     ("[<matplotlib.lines.Line2D at 0x7f00aa>]", "raw object repr"),

@@ -16,7 +16,7 @@ SOURCE = ROOT / "classroom" / "source"
 #: A mistake graded by nbgrader (student id -> assignment, the student's solution cell); each notebook
 #: costs a kernel start, so every other mistake is graded cell by cell in test_assignments.py.
 MISTAKES = {
-    "library-call": ("a1_stage2_loss", '''from trsp_lib.losses import identity_gap as my_gap
+    "library-call": ("a1_stage2_loss", '''from trsp_lib.method.losses import identity_gap as my_gap
 
 def stage2_loss(x_in, x_out, norm="l2"):
     return my_gap(x_out - x_in, norm)'''),

@@ -5,7 +5,7 @@ import pytest
 
 from trsp_lib.compare import compare, resolve_methods, table
 from trsp_lib.profiles import load
-from trsp_lib.trsp import TRSPConfig, step_budget
+from trsp_lib.method.trsp import TRSPConfig, budget
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def test_compare_rows_budget_tables_and_resume(tiny_model_dir, tmp_path, results
     assert all(r["n_removed"] == 2 and len(set(r["removed"])) == 2 for r in rows[1:])
     assert by["reverse"]["removed"] == [4, 3]                       # the layers before the last of 6
     assert by["shortgpt+ft"]["removed"] == by["shortgpt"]["removed"]  # same layers, then the control
-    assert by["shortgpt+ft"]["ft_steps"] == step_budget(cfg, 2) == len(by["trsp"]["trajectory"])
+    assert by["shortgpt+ft"]["ft_steps"] == budget(cfg, 2).steps == len(by["trsp"]["trajectory"])
     assert by["shortgpt+ft"]["ppl_wiki"] != by["shortgpt"]["ppl_wiki"]  # the fine-tune changed the model
     csv = (out / "results.csv").read_text().splitlines()
     assert csv[0].startswith("method,") and len(csv) == 7
@@ -127,7 +127,7 @@ def test_winogrande_is_scored_like_lm_eval():
 
 def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, monkeypatch, capsys):
     """Two selection-only methods that remove the same layers give the same model: scored once."""
-    from trsp_lib.criteria import reverse
+    from trsp_lib.baselines.criteria import reverse
     from trsp_lib.pipelines import SELECTIONS, criterion
 
     def first_two(model, calib, n):
@@ -148,7 +148,7 @@ def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, 
 
 
 def test_zero_shot_stderr_is_binomial_over_the_average():
-    from trsp_lib.analysis import zs_stderr
+    from trsp_lib.zeroshot import zs_stderr
 
     one = {"zs_average_metric": {"piqa": "acc_norm"}, "zs_n": {"piqa": 100}, "zs_piqa_acc_norm": 0.5, "zs_piqa_acc": 0.9}
     assert abs(zs_stderr(one) - 0.05) < 1e-12                 # sqrt(0.5 * 0.5 / 100), the metric the average uses
@@ -207,10 +207,10 @@ def test_a_kd_step_lowers_the_kl_to_the_dense_model():
 
     import torch
 
-    from trsp_lib.losses import kd_loss
+    from trsp_lib.method.losses import kd_loss
     from trsp_lib.models import tiny_model
-    from trsp_lib.removal import remove_layers
-    from trsp_lib.trsp import finetune
+    from trsp_lib.surgery.removal import remove_layers
+    from trsp_lib.method.trsp import finetune
 
     dense = tiny_model("llama", n_layers=4)
     calib = torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))
@@ -251,12 +251,12 @@ def test_healing_the_last_layers_trains_only_them_and_the_head():
 
     import torch
 
-    from trsp_lib.adapters import get_layers
-    from trsp_lib.config import TRSPConfig
+    from trsp_lib.surgery.adapters import get_layers
+    from trsp_lib.method.config import TRSPConfig
     from trsp_lib.models import tiny_model
     from trsp_lib.pipelines import parse
-    from trsp_lib.removal import remove_layers
-    from trsp_lib.trsp import finetune
+    from trsp_lib.surgery.removal import remove_layers
+    from trsp_lib.method.trsp import finetune
 
     model = tiny_model("llama", n_layers=4)
     remove_layers(model, [1])

@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 
-from trsp_lib.compensation import branch_module, compensate, contiguous_runs, fit_map, fold_map, solve
+from trsp_lib.baselines.compensation import branch_module, compensate, contiguous_runs, fit_map, fold_map, solve
 from trsp_lib.models import tiny_model
-from trsp_lib.removal import remove_layers
+from trsp_lib.surgery.removal import remove_layers
 
 CALIB = torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))
 
@@ -98,7 +98,7 @@ def test_a_run_at_layer_zero_is_removed_uncompensated():
 
 
 def test_pick_on_validation_reads_only_the_validation_metric():
-    from trsp_lib.frontier import pick_on_validation
+    from study.frontier import pick_on_validation
 
     cands = [({"a": 0}, {"ppl_wiki_val": 50.0, "ppl_wiki": 10.0}), ({"a": 1}, {"ppl_wiki_val": 40.0, "ppl_wiki": 99.0})]
     assert pick_on_validation(cands)[0] == {"a": 1}  # the better test number of the first does not matter
@@ -107,13 +107,13 @@ def test_pick_on_validation_reads_only_the_validation_metric():
 
 
 def test_pareto_front():
-    from trsp_lib.frontier_table import pareto_front
+    from study.frontier_table import pareto_front
 
     assert pareto_front([(1, 10), (2, 5), (3, 6), (0.5, 20), (2, 5)]) == [True, True, False, True, True]
 
 
 def test_findings_pick_the_best_pipeline_on_validation_not_test():
-    from trsp_lib.frontier_table import findings, pipelines_table
+    from study.frontier_table import findings, pipelines_table
 
     def row(method, test, val, s=60.0):
         return {"method": method, "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s}
@@ -136,7 +136,7 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
 
 
 def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch):
-    from trsp_lib import frontier
+    from study import frontier
 
     ppl = {"dense": 20.0, "a": 100.0, "a+ft": 60.0, "a+kd": 50.0, "b": 90.0, "b+ft": 70.0}  # b has no +kd row yet
     calls = []
@@ -155,7 +155,7 @@ def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch
 def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
     import pandas as pd
 
-    from trsp_lib.frontier_table import kd_verdict
+    from study.frontier_table import kd_verdict
 
     cols = ["selection", "alone", "+ fine-tune", "+ distillation", "distillation / fine-tune",
             "+ fine-tune, lr chosen on validation", "distillation / that"]
@@ -178,7 +178,7 @@ def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
 
 
 def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypatch):
-    from trsp_lib import frontier
+    from study import frontier
 
     val = {3e-4: 40.0, 1e-3: 38.0}  # the point past the grid is better on validation
     test = {3e-4: 45.0, 1e-3: 60.0}  # ... and worse on test, which must not matter
@@ -199,7 +199,7 @@ def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypat
 
 
 def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
-    from trsp_lib.frontier_table import findings, pipelines_table
+    from study.frontier_table import findings, pipelines_table
 
     rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0},
             {"method": "sleb+lin+kd", "ppl_wiki": 30.0, "ppl_news": 30.0, "ppl_wiki_val": 25.0, "prune_s": 600.0}]
@@ -214,7 +214,7 @@ def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
 
 
 def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_the_best_fine_tune():
-    from trsp_lib.frontier_table import pipelines_table, second_verdict
+    from study.frontier_table import pipelines_table, second_verdict
 
     lrs = {"sleb+ft": 2e-5, "shortgpt+ft": 2e-5, "sleb+lin+kd": 3e-4, "sleb+kd": 2e-5, "trsp": 2e-5, "sleb": 9.0}
     rows = [{"method": m, "ppl_wiki": v, "ppl_news": v, "prune_s": 60.0, "params": {"config": {"lr": lrs.get(m)}}}
@@ -233,8 +233,8 @@ def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_th
 
 
 def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_healing():
-    from trsp_lib.frontier import setting_name
-    from trsp_lib.frontier_table import findings, pipelines_table
+    from study.frontier import setting_name
+    from study.frontier_table import findings, pipelines_table
 
     assert setting_name({"lr": 3e-4, "temperature": 1.0, "last": 3}) == "lr 3e-04, T 1, last 3 layers + head"
     assert setting_name({"lr": 3e-4, "temperature": 1.0}) == "lr 3e-04, T 1"
@@ -262,7 +262,7 @@ def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_hea
 
 
 def test_study_rejects_an_incomplete_heal_scope_before_computing_anything(monkeypatch):
-    from trsp_lib import frontier
+    from study import frontier
 
     monkeypatch.setattr(frontier, "compare", lambda **kw: pytest.fail("computed before checking its input"))
     with pytest.raises(ValueError, match="heal_scope needs 'last' and 'lrs'"):

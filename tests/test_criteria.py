@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from trsp_lib.adapters import get_layers, scale_branch_output, get_adapter
-from trsp_lib.criteria import block_influence, reverse, shortgpt
+from trsp_lib.surgery.adapters import get_layers, scale_branch_output, get_adapter
+from trsp_lib.baselines.criteria import block_influence, reverse, shortgpt
 from trsp_lib.tiny import TINY_ARCHS, tiny_model
-from trsp_lib.trsp import TRSPConfig, finetune
+from trsp_lib.method.trsp import TRSPConfig, finetune
 
 CALIB = torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0))
 
@@ -44,7 +44,7 @@ def _with_identity_layer(arch="llama", n_layers=5, identity=3):
 
 @pytest.mark.parametrize("name", ["sleb", "ppl", "taylor", "shortgpt"])
 def test_an_exact_identity_layer_is_chosen_first(name):
-    from trsp_lib import criteria
+    from trsp_lib.baselines import criteria
 
     model = _with_identity_layer()
     chosen = getattr(criteria, name)(model, CALIB, 2)
@@ -53,7 +53,7 @@ def test_an_exact_identity_layer_is_chosen_first(name):
 
 
 def test_sleb_rescores_given_what_is_removed():
-    from trsp_lib.criteria import calib_loss, sleb, sleb_reference
+    from trsp_lib.baselines.criteria import calib_loss, sleb, sleb_reference
 
     model = tiny_model("llama", n_layers=5)
     order = sleb(model, CALIB, 2)
@@ -63,7 +63,7 @@ def test_sleb_rescores_given_what_is_removed():
 
 
 def test_angular_returns_the_closest_contiguous_block():
-    from trsp_lib.criteria import angular
+    from trsp_lib.baselines.criteria import angular
 
     model = tiny_model("llama", n_layers=6)
     for i in (2, 3):
@@ -72,8 +72,8 @@ def test_angular_returns_the_closest_contiguous_block():
 
 
 def test_random_is_seeded_and_every_criterion_checks_n():
-    from trsp_lib import criteria
-    from trsp_lib.criteria import random_layers
+    from trsp_lib.baselines import criteria
+    from trsp_lib.baselines.criteria import random_layers
 
     model = tiny_model("llama", n_layers=6)
     assert random_layers(model, None, 3, seed=1) == random_layers(model, None, 3, seed=1)
@@ -85,7 +85,7 @@ def test_random_is_seeded_and_every_criterion_checks_n():
 
 
 def test_laco_merges_parameter_differences_into_the_earlier_layer():
-    from trsp_lib.criteria import laco
+    from trsp_lib.baselines.criteria import laco
     model = tiny_model("llama", n_layers=6)
     layers = get_layers(model)
     theta = [{k: p.detach().clone() for k, p in layer.named_parameters()} for layer in layers]
@@ -99,7 +99,7 @@ def test_laco_merges_parameter_differences_into_the_earlier_layer():
 
 
 def test_laco_always_returns_n_layers_and_restores_rejected_merges(capsys):
-    from trsp_lib.criteria import laco
+    from trsp_lib.baselines.criteria import laco
     model = tiny_model("llama", n_layers=6)
     removed = laco(model, CALIB, 3, merge=2, threshold=1.5)  # nothing passes at first: the threshold drops
     assert len(removed) == 3 and len(set(removed)) == 3 and 0 not in removed
@@ -108,7 +108,7 @@ def test_laco_always_returns_n_layers_and_restores_rejected_merges(capsys):
 
 def test_laco_never_scores_the_same_trial_twice(monkeypatch, capsys):
     """Walks at a lowered threshold repeat the earlier trials on the same weights: their similarity is reused."""
-    from trsp_lib import criteria
+    from trsp_lib.baselines import criteria
 
     scored = []
     real = criteria.last_hidden
@@ -129,7 +129,7 @@ def test_magnitude_removes_the_layer_with_the_smallest_weights_first():
     """The README's example of a new criterion: its registry entry makes it a pipeline like any other."""
     import copy
 
-    from trsp_lib.criteria import magnitude
+    from trsp_lib.baselines.criteria import magnitude
     from trsp_lib.pipelines import Job, parse, select
 
     model = tiny_model("llama", n_layers=6)
@@ -146,7 +146,7 @@ def test_magnitude_removes_the_layer_with_the_smallest_weights_first():
 def test_sleb_reusing_prefixes_matches_the_full_forward_search(arch):
     """Same layers and the same per-candidate losses as one whole forward pass per candidate, on every architecture
     (gemma2/3: sliding and global layers alternate with a 4-token window < 12 tokens; 6 rows: batches of 4 and 2)."""
-    from trsp_lib.criteria import full_forward_losses, sleb_search
+    from trsp_lib.baselines.criteria import full_forward_losses, sleb_search
 
     model = tiny_model(arch, n_layers=5)
     calib = torch.randint(3, 100, (6, 12), generator=torch.Generator().manual_seed(1))
@@ -161,7 +161,7 @@ def test_sleb_reusing_prefixes_matches_the_full_forward_search(arch):
 
 
 def test_sleb_candidate_losses_refuse_removed_candidates():
-    from trsp_lib.sleb_cache import candidate_losses
+    from trsp_lib.baselines.shared_prefix import candidate_losses
 
     with pytest.raises(ValueError, match=r"candidates \[1\] are already removed"):
         candidate_losses(tiny_model("llama", n_layers=3), CALIB, [1], [0, 1])

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from trsp_lib.cli_prune import _texts
+from trsp_lib.cli import eval_texts as _texts
 from trsp_lib.compare import DEFAULT_TEXTS, compare
 
 

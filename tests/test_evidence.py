@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trsp_lib import evidence
-from trsp_lib.analysis import beyond_spread, paired_bootstrap, seed_spread
-from trsp_lib.config import TRSPConfig, config_key
+from study import evidence
+from study.analysis import beyond_spread, paired_bootstrap, seed_spread
+from trsp_lib.method.config import TRSPConfig, config_key
 from trsp_lib.zeroshot import pack_items, unpack_items
 
 
@@ -82,7 +82,7 @@ def test_key_records_arithmetic_not_machine():
 
 
 def test_gpu_rows_are_costed_from_cpu_rows():
-    from trsp_lib.frontier_table import cpu_minutes
+    from study.frontier_table import cpu_minutes
 
     gpu = {"provenance": {"cuda": "NVIDIA H200"}}
     rows = [{"method": "dense"}, {"method": "sleb", "prune_s": 600.0},
@@ -98,7 +98,7 @@ def test_gpu_rows_are_costed_from_cpu_rows():
 def test_one_seed_claims_read_the_relative_table():
     import pandas as pd
 
-    from trsp_lib.analysis import ABLATION_CLAIMS, one_seed_claims, paper_evidence, relative
+    from study.analysis import ABLATION_CLAIMS, one_seed_claims, paper_evidence, relative
 
     ours = pd.DataFrame([
         {"model": "m", "method": "dense", "ppl": 10.0, "acc": 50.0, "acc_se": 1.0},

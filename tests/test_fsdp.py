@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trsp_lib.distributed import memory_estimate, n_params
+from study.scaling import memory_estimate, n_params
 
 REPO = Path(__file__).resolve().parent.parent
 CPU2 = REPO / "configs" / "accelerate" / "fsdp_cpu2.yaml"
@@ -91,7 +91,7 @@ def test_prune_under_fsdp_equals_one_process(tiny_model_dir, tmp_path):
     ids = torch.randint(3, 100, (2, 24), generator=torch.Generator().manual_seed(0))
     a, b = _logits(tmp_path / "one" / "model", ids), _logits(tmp_path / "fsdp" / "model", ids)
     assert (a - b).abs().max().item() < TOL
-    from trsp_lib.removal import remove_layers
+    from trsp_lib.surgery.removal import remove_layers
     from transformers import AutoModelForCausalLM
 
     untrained = remove_layers(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), one["removed"])

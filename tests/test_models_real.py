@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trsp_lib.adapters import get_layers
+from trsp_lib.surgery.adapters import get_layers
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_gemma3_builtin_loads_and_keeps_layer_types_consistent_after_removal(tmp
     from transformers import AutoModelForCausalLM
 
     from trsp_lib.models import load_model
-    from trsp_lib.removal import remove_layers, save_model
+    from trsp_lib.surgery.removal import remove_layers, save_model
 
     model, tok = load_model("gemma3-270m")
     types = list(model.config.layer_types)

@@ -8,7 +8,7 @@ import torch
 from trsp_lib import pipelines
 from trsp_lib.pipelines import Job, Step, finish, parse, select
 from trsp_lib.tiny import tiny_model
-from trsp_lib.trsp import TRSPConfig, config_key
+from trsp_lib.method.trsp import TRSPConfig, config_key
 
 
 def legacy_key_params(label: str, ratio: float, n: int, cfg: TRSPConfig, cs: int, budget: int) -> dict:
@@ -49,14 +49,14 @@ def test_edits_and_new_healing_add_a_key_entry_only_where_present():
 
 
 def test_a_config_field_added_later_changes_no_key_at_its_default(monkeypatch):
-    from trsp_lib.config import LATER_FIELDS
+    from trsp_lib.method.config import LATER_FIELDS
 
     committed = {k: v for k, v in dataclasses.asdict(TRSPConfig()).items() if k not in ("stage2_loss", "kd_temperature", "heal_last")}
     assert config_key(TRSPConfig()) == committed                     # the committed rows' config entry
     assert config_key(TRSPConfig(stage2_loss="kd")) == {**committed, "stage2_loss": "kd"}
     assert config_key(TRSPConfig(lambda1=0.01))["lambda1"] == 0.01    # an old field always counts
     Later = dataclasses.make_dataclass("Later", [("new_field", int, 3)], bases=(TRSPConfig,))
-    monkeypatch.setattr("trsp_lib.config.LATER_FIELDS", (*LATER_FIELDS, "new_field"))
+    monkeypatch.setattr("trsp_lib.method.config.LATER_FIELDS", (*LATER_FIELDS, "new_field"))
     assert config_key(Later()) == committed and config_key(Later(new_field=4)) == {**committed, "new_field": 4}
 
 

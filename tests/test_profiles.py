@@ -2,7 +2,7 @@
 import pytest
 
 from trsp_lib.profiles import PROFILES, EvalSettings, load
-from trsp_lib.trsp import TRSPConfig
+from trsp_lib.method.trsp import TRSPConfig
 
 
 def test_load_splits_a_profile_and_applies_overrides():

@@ -4,7 +4,7 @@ import copy
 import pytest
 
 from trsp_lib.tiny import tiny_model
-from trsp_lib.removal import remove_layers
+from trsp_lib.surgery.removal import remove_layers
 from trsp_lib.speed import compare_speed, forward_flops, ideal_speedup
 
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from trsp_lib.gating import attach_gates
-from trsp_lib.losses import identity_gap, identity_penalty
+from trsp_lib.surgery.gating import attach_gates
+from trsp_lib.method.losses import identity_gap, identity_penalty
 from trsp_lib.tiny import tiny_model
-from trsp_lib.trsp import TRSPConfig, _Trainer, measure_identity_gap, stage2
+from trsp_lib.method.trsp import TRSPConfig, Trainer, measure_identity_gap, stage2
 
 TINY = {"n_samples": 8, "seq_len": 16, "batch_size": 2, "grad_accum": 1, "steps_per_round": 1}
 SELECTED = [2]
@@ -22,7 +22,7 @@ def _stage2(**overrides):
     gating = attach_gates(model, cfg.gate)
     gating.skip(SELECTED)
     torch.manual_seed(0)
-    stage2(_Trainer(model, gating, _calib(), cfg), SELECTED)
+    stage2(Trainer(model, gating, _calib(), cfg), SELECTED)
     return model, gating, cfg
 
 

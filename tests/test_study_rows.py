@@ -32,7 +32,7 @@ def test_a_job_is_float32_without_autocast_and_keeps_its_own_overrides(study_row
     assert kind == "compare"
     assert kw["overrides"] == {"device": "cuda", "autocast": "none", "seed": 2}
     assert (kw["dtype"], kw["zs_batch_size"], kw["ratios"], kw["limit"]) == ("float32", 64, [0.25], 500)
-    from trsp_lib.config import TRSPConfig, config_key
+    from trsp_lib.method.config import TRSPConfig, config_key
     assert config_key(TRSPConfig(**kw["overrides"])) == config_key(TRSPConfig(seed=2))  # the CPU book's key
 
 

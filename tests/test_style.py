@@ -3,7 +3,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from trsp_lib import style
+from study import style
 from trsp_lib.log import say
 from trsp_lib.zeroshot import DEFAULT_TASKS, chance_level
 
@@ -60,7 +60,9 @@ def test_chance_line_is_the_expected_accuracy_of_guessing(styled):
 
 def test_method_names_and_plain_log_ticks(styled):
     assert style.method_name("sleb+ft") == "SLEB + fine-tune" and style.method_name("trsp") == "TRSP"
-    assert style.method_name("shortgpt+lin") == "shortgpt+lin"  # unknown: passed through, never guessed
+    assert style.method_name("shortgpt+lin") == "ShortGPT + lin"  # composed from the registry's step titles
+    assert style.method_name("trsp (tuned)") == "TRSP (tuned)"  # a study suffix is kept
+    assert style.method_name("magic") == "magic"  # no pipeline: passed through, never guessed
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()
@@ -85,7 +87,7 @@ def test_label_points_moves_a_label_off_a_neighbours():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trsp_lib.style import label_points
+    from study.style import label_points
 
     fig, ax = plt.subplots()
     ax.scatter([1.0, 1.0, 5.0], [1.0, 1.01, 5.0])

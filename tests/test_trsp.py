@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from trsp_lib.adapters import get_layers
-from trsp_lib.gating import attach_gates, detach_gates
-from trsp_lib.losses import identity_gap, l1_scales
+from trsp_lib.surgery.adapters import get_layers
+from trsp_lib.surgery.gating import attach_gates, detach_gates
+from trsp_lib.method.losses import identity_gap, l1_scales
 from trsp_lib.tiny import tiny_model
-from trsp_lib.removal import remove_layers
-from trsp_lib.trsp import TRSPConfig, TrainingDiverged, prune, select_smallest
+from trsp_lib.surgery.removal import remove_layers
+from trsp_lib.method.trsp import TRSPConfig, TrainingDiverged, prune, select_smallest
 
 ARCHS = ["llama", "qwen2", "mistral", "gemma3", "opt", "gpt2", "phi"]
 IDS = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -149,7 +149,7 @@ def test_stage1_selects_the_layer_with_the_smallest_scale():
     model = tiny_model("llama", n_layers=6)
     cfg = TRSPConfig(n_remove=2, gate_lr=1e-12, lambda1=0.0, stage2_steps=0, protect_last=1,
                      **{k: v for k, v in TINY.items() if k != "stage2_steps"})
-    from trsp_lib import gating as gating_mod
+    from trsp_lib.surgery import gating as gating_mod
 
     orig = gating_mod.attach_gates
 
@@ -159,7 +159,7 @@ def test_stage1_selects_the_layer_with_the_smallest_scale():
             g.scales.copy_(torch.tensor([1.0, 0.9, 0.3, 0.8, 0.5, 0.1]))  # layer 5 is protected
         return g
 
-    import trsp_lib.trsp as trsp_mod
+    import trsp_lib.method.trsp as trsp_mod
     trsp_mod.attach_gates, saved = attach_preset, trsp_mod.attach_gates
     try:
         result = prune(model, _tiny_calib(), cfg)
@@ -242,7 +242,7 @@ def test_nan_loss_stops_with_a_clear_error_and_leaves_a_plain_model():
 def test_folded_pruned_model_saves_and_reloads(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from trsp_lib.removal import save_model
+    from trsp_lib.surgery.removal import save_model
 
     model = tiny_model("qwen2", n_layers=6)
     prune(model, _tiny_calib(), TRSPConfig(ratio=0.34, **TINY))
@@ -258,7 +258,7 @@ def test_folded_pruned_model_saves_and_reloads(tmp_path):
 def test_device_auto_spreads_with_accelerate_and_prunes_like_cpu(tiny_model_dir):
     """device="auto" is accelerate's device_map (several GPUs in real use); on a CPU-only machine it
     maps every module to the CPU, so the run must match the plain CPU run exactly."""
-    from trsp_lib.devices import input_device, on_cuda, resolve_dtype
+    from trsp_lib.surgery.devices import input_device, on_cuda, resolve_dtype
     from trsp_lib.models import load_model
 
     assert on_cuda("cuda:1") and not on_cuda("cpu")

@@ -5,8 +5,8 @@ from transformers import AutoModelForCausalLM
 from trsp_lib.data import calibration_batches, eval_tokens
 from trsp_lib.evaluation import perplexity
 from trsp_lib.models import load_model
-from trsp_lib.removal import save_model
-from trsp_lib.trsp import TRSPConfig, prune
+from trsp_lib.surgery.removal import save_model
+from trsp_lib.method.trsp import TRSPConfig, prune
 
 
 @pytest.mark.slow

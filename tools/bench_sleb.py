@@ -1,4 +1,4 @@
-"""SLEB's search with and without prefix reuse (`trsp_lib.sleb_cache`), timed in one run on a real model.
+"""SLEB's search with and without prefix reuse (`trsp_lib.baselines.shared_prefix`), timed in one run on a real model.
 
 Times the first `--steps` greedy steps (every kept layer scored per step) both ways on the same
 calibration rows, and prints the speed-up ratio (never a bare time to compare across machines),
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from trsp_lib.criteria import full_forward_losses, sleb_search
+from trsp_lib.baselines.criteria import full_forward_losses, sleb_search
 from trsp_lib.data import calibration_batches
 from trsp_lib.models import load_model
 

@@ -29,7 +29,9 @@ def _init(threads: int) -> None:
 
 def job(kind: str, kw: dict):
     """One unit of work in a worker: a compare call, a TRSP search point, a healing-lr search."""
-    from trsp_lib import compare, evidence
+    from study import evidence
+    from trsp_lib import compare
+
     fn = {"compare": compare.compare, "trsp_point": evidence.trsp_point, "search_heal": evidence.search_heal}[kind]
     out = fn(**kw)
     return out if kind in ("trsp_point", "search_heal") else None
@@ -80,7 +82,7 @@ class Driver:
 
 
 def phase_a(d: Driver) -> None:
-    from trsp_lib import evidence
+    from study import evidence
     f = evidence.FRONTIER
     jobs = [d.compare_job(methods=[], limit=d.a.main_limit)]
     jobs += [d.compare_job(methods=["trsp", "shortgpt", "sleb"], limit=d.a.main_limit, overrides={"seed": s})
@@ -99,7 +101,7 @@ def phase_a(d: Driver) -> None:
 def phase_b(d: Driver) -> dict:
     """The choices (each read off validation rows computed in phase A), then the rows that need them; the
     TRSP search's greedy round runs in a thread beside the other rows, the tuned rows last."""
-    from trsp_lib import evidence, frontier
+    from study import evidence, frontier
     f, common = evidence.FRONTIER, {"model": d.a.model, "ratios": [0.25], "speed": False, "limit": d.a.frontier_limit, "dtype": "float32",
                            "overrides": {**d.machine, "seed": 0, "calib": "wiki"}, "zs_batch_size": d.a.zs_batch}
     heal_lr = {s: evidence.search_heal(s, machine=d.machine, model=d.a.model, dtype="float32")[1]["lr"]
@@ -137,7 +139,7 @@ SECOND = {"model": "gemma3-270m", "pipelines": ("sleb+lin", "sleb+lin+kd", "trsp
 
 def phase_c(d: Driver) -> None:
     """Rows that need the choices but no further search: read them (cached), then compute the rest."""
-    from trsp_lib import evidence
+    from study import evidence
     f = evidence.FRONTIER
     c = evidence.choices(d.a.model, 0.25, d.machine, frontier_limit=d.a.frontier_limit, dtype="float32")
     jobs = [d.compare_job(methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"], limit=d.a.frontier_limit)

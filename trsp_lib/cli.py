@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
@@ -25,7 +26,7 @@ PIPELINE_FIELDS = ("heal_last",)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from .trsp import TRSPConfig
+    from .method.trsp import TRSPConfig
 
     g = p.add_argument_group("TRSP parameters (default: the profile's value, else the TRSPConfig default)")
     for f in fields(TRSPConfig):
@@ -43,11 +44,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     """(TRSPConfig, EvalSettings): the profile, then every flag the user set."""
     from .profiles import EVAL_KEYS, load
-    from .trsp import TRSPConfig
+    from .method.trsp import TRSPConfig
 
     names = [f.name for f in fields(TRSPConfig) if f.name not in PIPELINE_FIELDS] + list(EVAL_KEYS)
     cfg, evals = load(args.profile, **{k: getattr(args, k, None) for k in names})
-    from .distributed import check_batch
+    from .surgery.distributed import check_batch
     check_batch(cfg.batch_size)  # under accelerate launch: fail before loading anything
     return cfg, evals
 
@@ -58,18 +59,18 @@ def _cmd_prune(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .cli_prune import _ppl_all, _texts
+    from .evaluation import perplexities
     from .models import load_model
     from .profiles import EVAL_KEYS, load
 
     _, evals = load(args.profile, **{k: getattr(args, k) for k in EVAL_KEYS})
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.remove_layers:
-        from .removal import remove_layers
+        from .surgery.removal import remove_layers
 
         remove_layers(model, [int(i) for i in args.remove_layers.split(",")])
         print(f"removed layers {args.remove_layers} (no training)")
-    ppl = _ppl_all(model, tok, _texts(args), evals, "eval")
+    ppl = perplexities(model, tok, eval_texts(args), evals, "ppl")
     n_layers = getattr(model.config, "num_hidden_layers", "?")
     print(f"{args.model}: {n_layers} layers; perplexity (windows of {evals.eval_seq_len} tokens, "
           f"{evals.eval_max_tokens or 'all'} tokens per text)")
@@ -96,10 +97,9 @@ def cmd_speed(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .cli_prune import _texts
     from .compare import compare, table
-    from .distributed import check_speed
-    from .trsp import TRSPConfig
+    from .surgery.distributed import check_speed
+    from .method.trsp import TRSPConfig
 
     check_speed(args.speed)  # under accelerate launch: --no-speed
     overrides = {f.name: getattr(args, f.name) for f in fields(TRSPConfig)
@@ -110,7 +110,7 @@ def cmd_compare(args) -> int:
                    limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
-                   cached_only=args.cached_only, pipelines=args.pipelines, eval_texts=_texts(args),
+                   cached_only=args.cached_only, pipelines=args.pipelines, eval_texts=eval_texts(args),
                    lin={"alpha": args.lin_alpha, "sequential": args.lin_sequential},
                    heal={"temperature": args.heal_temperature, "lr": args.heal_lr, "last": args.heal_last},
                    **({"tasks": tasks} if tasks else {}))
@@ -119,6 +119,12 @@ def cmd_compare(args) -> int:
         print(table(rows).to_string(index=False))
     print(f"wrote {args.out}/results.csv and {args.out}/results.json")
     return 0
+
+
+def eval_texts(args: argparse.Namespace) -> dict[str, str]:
+    """--text SOURCE (labelled by its file name) or --text LABEL=SOURCE, e.g. wiki=wikitext2; default wiki, news."""
+    pairs = [t.split("=", 1) if "=" in t and not Path(t).exists() else (Path(t).name, t) for t in args.text or []]
+    return dict(pairs) if pairs else {"wiki": "wiki", "news": "news"}
 
 
 def _add_eval_flags(p: argparse.ArgumentParser) -> None:
@@ -204,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from .adapters import UnsupportedArchitecture
+    from .surgery.adapters import UnsupportedArchitecture
     from .data import DataError
     from .models import ModelNotFound
-    from .trsp import TrainingDiverged
+    from .method.trsp import TrainingDiverged
 
     try:
-        from .distributed import start
+        from .surgery.distributed import start
         start()  # under accelerate launch with FSDP: join the process group, pick this rank's GPU
         return args.func(args)
     except (ValueError, DataError, ModelNotFound, UnsupportedArchitecture, TrainingDiverged,

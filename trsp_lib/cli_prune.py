@@ -9,23 +9,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-
-def _texts(args) -> dict[str, str]:
-    """--text SOURCE (labelled by its file name) or --text LABEL=SOURCE, e.g. wiki=wikitext2."""
-    pairs = [t.split("=", 1) if "=" in t and not Path(t).exists() else (Path(t).name, t) for t in args.text or []]
-    return dict(pairs) if pairs else {"wiki": "wiki", "news": "news"}
-
-
-def _ppl_all(model, tok, texts: dict[str, str], evals, label: str) -> dict[str, float]:
-    from .data import eval_tokens
-    from .evaluation import perplexity
-
-    out = {}
-    for name, source in texts.items():
-        ids = eval_tokens(tok, source, evals.eval_max_tokens)
-        out[name] = perplexity(model, tok, ids, seq_len=evals.eval_seq_len, batch_size=evals.eval_batch_size,
-                               desc=f"{label} ppl {name}")
-    return out
+from .cli import eval_texts
+from .evaluation import perplexities
 
 
 def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals) -> dict[str, float]:
@@ -35,10 +20,10 @@ def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals) -> dict[str,
     from .results import cached
 
     if name not in BUILTIN_MODELS or any(Path(t).exists() for t in texts.values()):
-        return _ppl_all(model, tok, texts, evals, "dense")
+        return perplexities(model, tok, texts, evals, "dense ppl")
     scored = {k: v for k, v in evals.key().items() if k != "eval_batch_size"}  # batching does not change the result
     params = {"model": name, "texts": texts, "eval": scored, **window_key(tok)}
-    return cached("dense_perplexity", params, lambda: _ppl_all(model, tok, texts, evals, "dense"), root=cache_dir())
+    return cached("dense_perplexity", params, lambda: perplexities(model, tok, texts, evals, "dense ppl"), root=cache_dir())
 
 
 def cmd_prune(args, config) -> int:
@@ -48,11 +33,11 @@ def cmd_prune(args, config) -> int:
     from .models import load_tokenizer
     from .provenance import param_key
     from .results import stored
-    from .trsp import config_key
+    from .method.trsp import config_key
 
     cfg, evals = config
     out = Path(args.out)
-    texts = _texts(args)
+    texts = eval_texts(args)
     key = param_key({"model": args.model, "version": __version__, "config": config_key(cfg), "eval": evals.key(),
                      "texts": texts, "baselines": args.baselines, "ft": args.finetune_baselines,
                      **window_key(load_tokenizer(args.model))})
@@ -73,8 +58,8 @@ def _prune_run(args, cfg, evals, texts: dict[str, str]) -> dict:
 
     from .data import calibration_batches
     from .models import load_model
-    from .removal import save_model
-    from .trsp import prune
+    from .surgery.removal import save_model
+    from .method.trsp import prune
 
     t_start = time.perf_counter()
     print(f"loading {args.model} on {cfg.device} ...")
@@ -84,7 +69,7 @@ def _prune_run(args, cfg, evals, texts: dict[str, str]) -> dict:
           f"evaluation: {evals.eval_max_tokens or 'all'} tokens per split, windows of {evals.eval_seq_len}")
     ppl = {"dense": _dense_ppl(args.model, model, tok, texts, evals)}
     result = prune(model, calib, cfg)
-    ppl["trsp"] = _ppl_all(model, tok, texts, evals, "pruned")
+    ppl["trsp"] = perplexities(model, tok, texts, evals, "pruned ppl")
     save_dir = save_model(model, tok, Path(args.out) / "model")
     del model
     result.model = None  # free the pruned model before the baselines load theirs
@@ -112,7 +97,7 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
 
     from .models import load_model
     from .pipelines import Job, finish, parse, select
-    from .trsp import step_budget
+    from .method.trsp import budget
 
     n = len(result.removed)
     runs = [("same layers, untrained", "given", result.removed), (f"last {n} before final, untrained", "reverse", None),
@@ -123,13 +108,13 @@ def _baselines(args, cfg, result, calib, tok, texts, evals) -> tuple[dict, dict]
     dense, _ = load_model(args.model, device=cfg.device, dtype=args.dtype)
     for label, pipeline, layers in runs:
         p = parse(pipeline)
-        job = Job(copy.deepcopy(dense), n, cfg, calib, 16, step_budget(cfg, n), dense=dense)
+        job = Job(copy.deepcopy(dense), n, cfg, calib, 16, budget(cfg, n).steps, dense=dense)
         info = select(p, job, layers or chosen.get(p.base))
         finish(p, job)
         chosen.setdefault(p.base, info["removed"])
         chosen[label] = info["removed"]
         print(f"{label}: removes {sorted(info['removed'])}")
-        out[label] = _ppl_all(job.model, tok, texts, evals, label)
+        out[label] = perplexities(job.model, tok, texts, evals, f"{label} ppl")
     return out, {label: chosen[label] for label, *_ in runs}
 
 

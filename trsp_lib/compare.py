@@ -16,20 +16,19 @@ from typing import Any
 from torch import nn
 
 from . import __version__
-from .analysis import zs_stderr
-from .devices import resolve_dtype
-from .data import calibration_batches, eval_tokens, window_key
-from .evaluation import perplexity
+from .surgery.devices import resolve_dtype
+from .data import calibration_batches, window_key
+from .evaluation import perplexities
 from .log import say
 from .models import count_layers, load_model, load_tokenizer
 from .pipelines import SELECTIONS, STUDY, Job, Pipeline, check_options, finish, parse, select
 from .profiles import EvalSettings, load
 from .provenance import atomic_path, param_key, provenance, write_json_atomic
-from .removal import remove_layers, save_model
+from .surgery.removal import remove_layers, save_model
 from .results import results_dir, stored
 from .speed import compare_speed
-from .trsp import TRSPConfig, step_budget
-from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot
+from .method.trsp import Budget, TRSPConfig, budget
+from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot, zs_stderr
 
 ALL_METHODS = STUDY  # what "all" means; any selection of `pipelines.SELECTIONS` is accepted by name
 DOMAINS = ("wiki", "news")
@@ -41,7 +40,7 @@ def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
     names = methods.split(",") if isinstance(methods, str) else list(methods)
     if names in (["all"], ("all",)):
         return list(ALL_METHODS)
-    known = [m for m in SELECTIONS if m != "given" and ":" not in m]  # trsp:kd is a pipeline row (pipelines=)
+    known = [m for m in SELECTIONS if m != "given"]  # a variant (trsp:kd) is a pipeline row (pipelines=)
     unknown = [m for m in names if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from all, {', '.join(known)}")
@@ -51,19 +50,15 @@ def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
 def labels(methods: list[str], tuned: list[str]) -> list[str]:
     """The rows at one ratio, in table order: every method, then `method+ft` for the tuned baselines
     (a selection that already spends the training budget, TRSP, gets no +ft control)."""
-    return methods + [f"{m}+ft" for m in methods if m in tuned and "steps" not in SELECTIONS[m].needs]
+    return methods + [f"{m}+ft" for m in methods if m in tuned and not SELECTIONS[m].trains]
 
 
-def evaluate(model, tok, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, validation: bool = False,
+def evaluate(model, tok, evals: EvalSettings, zs: dict | None, validation: bool = False,
              texts: dict[str, str] = DEFAULT_TEXTS) -> dict[str, Any]:
-    """Perplexity on each text, column ppl_<label> (in-domain = the calibration text's; `validation` adds
+    """Perplexity on each text, column ppl_<label> (`validation` adds
     the validation texts, cut and windowed like the test texts) and zero-shot accuracy."""
-    row: dict[str, Any] = {}
-    for domain, source in {**texts, **({d: d for d in VAL_DOMAINS} if validation else {})}.items():
-        ids = eval_tokens(tok, source, evals.eval_max_tokens)
-        tag = "in" if domain.removesuffix("_val") == cfg.calib else "out"
-        row[f"ppl_{domain}"] = perplexity(model, tok, ids, seq_len=evals.eval_seq_len,
-                                          batch_size=evals.eval_batch_size, desc=f"ppl {domain} ({tag}-domain)")
+    scored = perplexities(model, tok, {**texts, **({d: d for d in VAL_DOMAINS} if validation else {})}, evals)
+    row: dict[str, Any] = {f"ppl_{label}": ppl for label, ppl in scored.items()}
     if zs is not None:
         r = zero_shot(model, tok, **zs)
         row["zs_avg"] = r["average"]
@@ -118,20 +113,20 @@ class _Run:
 
     def dense(self) -> dict | None:
         return self.row("dense", {"method": "dense"}, lambda: {
-            "n_removed": 0, "removed": [], "prune_s": 0.0, **evaluate(*self.need()[:2], self.cfg, self.evals, self.zs, texts=self.texts)},
+            "n_removed": 0, "removed": [], "prune_s": 0.0, **evaluate(*self.need()[:2], self.evals, self.zs, texts=self.texts)},
             calib_free=True)
 
     def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict], extra: bool = False) -> dict | None:
         """The row of pipeline `p` at `cfg.ratio`; `earlier` holds this ratio's rows so far (layers, twins).
         `extra`: a row of `compare(pipelines=...)`: its steps' options apply, the validation texts are scored."""
-        budget = step_budget(cfg, n)
+        spend = budget(cfg, n)
         cfg = p.configure(cfg, self.options) if extra else cfg
-        key_params = p.key_params(cfg.ratio, n, cfg, self.criterion_samples, budget, self.options)
-        return self.row(f"{p.label}-{cfg.ratio}", key_params, lambda: self._compute(p, cfg, n, budget, earlier, extra))
+        key_params = p.key_params(cfg.ratio, n, cfg, self.criterion_samples, spend.steps, self.options)
+        return self.row(f"{p.label}-{cfg.ratio}", key_params, lambda: self._compute(p, cfg, n, spend, earlier, extra))
 
-    def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, budget: int, earlier: dict[str, dict], extra: bool) -> dict:
+    def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, spend: Budget, earlier: dict[str, dict], extra: bool) -> dict:
         dense, tok, calib = self.need()
-        job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, budget,
+        job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, spend.steps,
                   dense=dense if "dense" in p.needs() else None, options=self.options)
         base = earlier.get(p.base)  # the selection's own row: its layers, unless they do not rebuild it
         info = select(p, job, base["removed"] if base else None)
@@ -146,7 +141,7 @@ class _Run:
         else:
             post_s, post = finish(p, job)
             info.update(post)
-            scores = evaluate(job.model, tok, cfg, self.evals, self.zs, validation=extra, texts=self.texts)
+            scores = evaluate(job.model, tok, self.evals, self.zs, validation=extra, texts=self.texts)
         reused = base is not None and not p.select.changes_weights
         if extra:  # selection (with its own row's time when reused), then edits and healing
             select_s = info["prune_s"] + (base["prune_s"] if reused else 0.0)
@@ -154,8 +149,8 @@ class _Run:
         elif len(p.steps) > 1:  # the row's time: selection (rerun, or its own row's) + edits and healing
             info["ft_s"] = post_s
             info["prune_s"] += post_s + (base["prune_s"] if reused else 0.0)
-        tokens = budget * cfg.batch_size * cfg.grad_accum * cfg.seq_len
-        row = {"n_removed": n, **info, "ft_steps": budget if p.heal else 0, "ft_tokens": tokens if p.heal else 0, **scores}
+        row = {"n_removed": n, **info, "ft_steps": spend.steps if p.heal else 0, "ft_tokens": spend.tokens if p.heal else 0,
+               **scores}
         if self.save_models:
             save_model(job.model, tok, self.out / f"{p.label}-{cfg.ratio}" / "model")
         self.shapes.setdefault(cfg.ratio, job.model)  # every method at this ratio has the same shape

@@ -15,21 +15,15 @@ import math
 
 import torch
 from torch import nn
-from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
-from .data import bos_prefix
-from .devices import input_device
-from .provenance import env_flag
-
-
-def _quiet() -> bool:
-    """TQDM_DISABLE=1 (set by the book build) silences bars even where `disable` is passed explicitly."""
-    return env_flag("TQDM_DISABLE")
+from .data import bos_prefix, eval_tokens
+from .log import progress
+from .surgery.devices import input_device
 
 
 @torch.no_grad()
 def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: int = 512, batch_size: int = 4,
-               max_tokens: int | None = None, desc: str = "perplexity", progress: bool = True) -> float:
+               max_tokens: int | None = None, desc: str = "perplexity") -> float:
     """exp(mean NLL) of `model` on `text` (a string, or 1-D token ids), in non-overlapping windows.
 
     `max_tokens` truncates the text first: CPU runs score a fixed prefix of the test split.
@@ -53,7 +47,7 @@ def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: i
     was_training = model.training
     model.eval()
     nll, count = 0.0, 0
-    for start in tqdm(range(0, n_windows, batch_size), desc=desc, unit="batch", disable=not progress or _quiet(), leave=False):
+    for start in progress(range(0, n_windows, batch_size), desc=desc, unit="batch", leave=False):
         x = windows[start:start + batch_size].to(device)
         logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
         target = x[:, 1:]
@@ -65,3 +59,14 @@ def perplexity(model: nn.Module, tokenizer, text: str | torch.Tensor, seq_len: i
     if not math.isfinite(ppl):
         raise FloatingPointError("perplexity is not finite: the model produces NaN/inf logits")
     return ppl
+
+
+def perplexities(model: nn.Module, tokenizer, texts: dict[str, str], evals, desc: str = "ppl") -> dict[str, float]:
+    """`perplexity` on each text of `texts` (label -> built-in name or file), cut and windowed as `evals` says
+    (an `EvalSettings`: window length, tokens per text, windows per batch): {label: perplexity}."""
+    out = {}
+    for label, source in texts.items():
+        ids = eval_tokens(tokenizer, source, evals.eval_max_tokens)
+        out[label] = perplexity(model, tokenizer, ids, seq_len=evals.eval_seq_len, batch_size=evals.eval_batch_size,
+                                desc=f"{desc} {label}")
+    return out

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .adapters import get_adapter
-from .devices import resolve_dtype
+from .surgery.adapters import get_adapter
+from .surgery.devices import resolve_dtype
 from .log import say
 from .provenance import atomic_path
 from .tiny import tiny_model, tiny_tokenizer

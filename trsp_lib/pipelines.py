@@ -15,16 +15,17 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import criteria
-from .compensation import compensate, compensate_removed
-from .removal import remove_layers
-from .trsp import TRSPConfig, config_key, finetune, prune
+from .baselines import criteria
+from .baselines.compensation import compensate, compensate_removed
+from .surgery.removal import remove_layers
+from .method.trsp import TRSPConfig, config_key, finetune, prune
 
 NEEDS = ("calib", "dense", "steps")  # what a step may ask for: calibration ids, the dense model, an optimizer-step budget
 
@@ -38,7 +39,7 @@ class Job:
     cfg: TRSPConfig
     calib: torch.Tensor | None = None
     criterion_samples: int = 16     # calibration rows a criterion sees
-    budget: int = 0                 # optimizer steps of a healing step (TRSP's: `trsp.step_budget`)
+    budget: int = 0                 # optimizer steps of a healing step (TRSP's: `method.config.budget`)
     dense: nn.Module | None = None  # the unpruned model, for steps that compare with it
     layers: list[int] = field(default_factory=list)  # what the selection removed (original indices)
     removal_deferred: bool = False  # the selection chose `layers` but left them for an edit (lin) to remove
@@ -52,7 +53,9 @@ class Step:
     name: str
     run: Callable[[Job], dict[str, Any]]
     doc: str
+    title: str = ""                 # how every table and figure names the step ("SLEB", "fine-tune"); "" = `name`
     needs: frozenset[str] = frozenset()
+    trains: bool = False            # it runs optimizer steps: it spends the training budget (TRSP, ft, kd)
     changes_weights: bool = False   # a selection that trains or merges: its layers alone do not rebuild its model
     criterion: bool = False         # a selection fed `criterion_samples` calibration rows (recorded in the key)
     key: Callable[[TRSPConfig, dict], Any] | None = None  # (cfg, the step's options) -> its key entry (new steps only)
@@ -60,20 +63,36 @@ class Step:
     configure: Callable[[TRSPConfig, dict], TRSPConfig] | None = None  # how the step's options change the config
     takes_edits: bool = True        # a selection that edits may follow (LaCo's merge: none)
     removes_layers: bool = False    # an edit that deletes the selected layers itself (lin compensates as it removes)
+    #: "name:variant" labels: the variant's name -> the fields it changes (trsp:kd is TRSP with a KD stage 2)
+    variants: Mapping[str, dict[str, Any]] = field(default_factory=dict, compare=False, hash=False)
+    family: str = ""                # the registry name of a variant's step ("trsp" for trsp:kd); "" = `name`
 
     def __post_init__(self) -> None:
         if not set(self.needs) <= set(NEEDS):
             raise ValueError(f"step {self.name!r} needs {sorted(self.needs)}; a step may need only {NEEDS}")
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+
+    def variant(self, name: str) -> Step:
+        """This step as `self.name:name` (e.g. trsp:kd); "" is the step itself."""
+        if not name:
+            return self
+        if name not in self.variants:
+            raise ValueError(f"step {self.name!r} has no variant {name!r}; "
+                             f"choose from {', '.join(self.variants) or 'none'}")
+        return replace(self, name=f"{self.name}:{name}", family=self.name, variants={}, **self.variants[name])
 
 
 def _trsp(job: Job) -> dict[str, Any]:
-    result = prune(job.model, job.calib, job.cfg)
+    """TRSP selects and trains; with a KD stage 2 (trsp:kd) the dense model in the job is the teacher."""
+    result = prune(job.model, job.calib, job.cfg, teacher=job.dense)
     job.layers = result.removed
     return {"final_scales": result.final_scales, "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
             "trajectory": result.trajectory, "timings": result.timings}
 
 
-def criterion(fn: Callable[..., list[int]], calib: bool = True, edits_weights: bool = False, seeded: bool = False) -> Step:
+def criterion(fn: Callable[..., list[int]], title: str = "", calib: bool = True, edits_weights: bool = False,
+              seeded: bool = False) -> Step:
     """A selection step from a criterion `(model, calib, n) -> layers`: it sees the first `criterion_samples`
     calibration rows (`calib=False`: none), and `seeded` ones get the configuration's seed."""
     def run(job: Job) -> dict[str, Any]:
@@ -82,15 +101,8 @@ def criterion(fn: Callable[..., list[int]], calib: bool = True, edits_weights: b
         remove_layers(job.model, job.layers)
         return {}
     name = fn.__name__.removesuffix("_layers")
-    return Step(name, run, (fn.__doc__ or name).strip().splitlines()[0], needs=frozenset({"calib"} if calib else ()),
+    return Step(name, run, (fn.__doc__ or name).strip().splitlines()[0], title, needs=frozenset({"calib"} if calib else ()),
                 changes_weights=edits_weights, criterion=calib)
-
-
-def _trsp_kd(job: Job) -> dict[str, Any]:
-    result = prune(job.model, job.calib, job.cfg, teacher=job.dense)
-    job.layers = result.removed
-    return {"final_scales": result.final_scales, "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
-            "trajectory": result.trajectory, "timings": result.timings}
 
 
 def _ft(job: Job) -> dict[str, Any]:
@@ -110,6 +122,11 @@ def _lin(job: Job) -> dict[str, Any]:
         job.removal_deferred = False
         return {"lin": compensate(job.model, job.layers, job.calib, dense=job.dense, **opts)}
     return {"lin": compensate_removed(job.model, job.layers, job.calib, job.dense, opts["alpha"])}
+
+
+def _kd_stage2(cfg: TRSPConfig, opts: dict) -> TRSPConfig:
+    """trsp:kd: stage 2 distils from the dense model, with the healing options' lr and temperature (every weight)."""
+    return replace(_heal_config(cfg, {**opts, "last": 0}), stage2_loss="kd")
 
 
 def _heal_config(cfg: TRSPConfig, opts: dict) -> TRSPConfig:
@@ -146,34 +163,34 @@ def _given(job: Job) -> dict[str, Any]:
 
 
 SELECTIONS: dict[str, Step] = {
-    "given": Step("given", _given, "layers chosen elsewhere (another run's), deleted as they are"),
+    "given": Step("given", _given, "layers chosen elsewhere (another run's), deleted as they are", "given layers"),
     "trsp": Step("trsp", _trsp, "TRSP: gates under an l1 penalty pick the layers, stage 2 trains them toward identity",
-                 needs=frozenset({"calib", "steps"}), changes_weights=True),
-    "trsp:kd": Step("trsp:kd", _trsp_kd, "TRSP with distillation from the dense model in place of stage 2's LM loss",
-                    needs=frozenset({"calib", "steps", "dense"}), changes_weights=True, options="heal",
-                    configure=lambda cfg, opts: replace(_heal_config(cfg, {**opts, "last": 0}), stage2_loss="kd")),
-    "shortgpt": criterion(criteria.shortgpt),
-    "angular": criterion(criteria.angular),
-    "sleb": criterion(criteria.sleb),
-    "ppl": criterion(criteria.ppl),
-    "taylor": criterion(criteria.taylor),
-    "laco": replace(criterion(criteria.laco, edits_weights=True), takes_edits=False),
-    "reverse": criterion(criteria.reverse, calib=False),
-    "random": criterion(criteria.random_layers, calib=False, seeded=True),
-    "magnitude": criterion(criteria.magnitude, calib=False),
+                 "TRSP", needs=frozenset({"calib", "steps"}), trains=True, changes_weights=True,
+                 variants={"kd": {"doc": "TRSP with distillation from the dense model in place of stage 2's LM loss",
+                                  "title": "TRSP (KD in stage 2)", "needs": frozenset({"calib", "steps", "dense"}),
+                                  "options": "heal", "configure": _kd_stage2}}),
+    "shortgpt": criterion(criteria.shortgpt, "ShortGPT"),
+    "angular": criterion(criteria.angular, "angular distance"),
+    "sleb": criterion(criteria.sleb, "SLEB"),
+    "ppl": criterion(criteria.ppl, "PPL (Shortened LLaMA)"),
+    "taylor": criterion(criteria.taylor, "Taylor+ (Shortened LLaMA)"),
+    "laco": replace(criterion(criteria.laco, "LaCo", edits_weights=True), takes_edits=False),
+    "reverse": criterion(criteria.reverse, "reverse order", calib=False),
+    "random": criterion(criteria.random_layers, "random", calib=False, seeded=True),
+    "magnitude": criterion(criteria.magnitude, "magnitude", calib=False),
 }
 #: The selections the study compares (`compare(methods="all")`); any other entry is available by name.
 STUDY = ("trsp", "shortgpt", "angular", "sleb", "ppl", "taylor", "laco", "reverse", "random")
 EDITS: dict[str, Step] = {
-    "lin": Step("lin", _lin, "ReplaceMe-style closed-form map per removed run, folded into the layer before it",
+    "lin": Step("lin", _lin, "ReplaceMe-style closed-form map per removed run, folded into the layer before it", "lin",
                 needs=frozenset({"calib", "dense"}), options="lin", removes_layers=True,
                 key=lambda cfg, opts: {**LIN_DEFAULT, **opts}),
 }
 HEALS: dict[str, Step] = {
     "ft": Step("ft", _ft, "plain LM fine-tuning of every weight with TRSP's optimizer, batches and step budget",
-               needs=frozenset({"calib", "steps"}), options="heal", configure=_heal_config),
+               "fine-tune", needs=frozenset({"calib", "steps"}), trains=True, options="heal", configure=_heal_config),
     "kd": Step("kd", _kd, "distillation from the dense model (KL at a temperature), TRSP's batches and step budget",
-               needs=frozenset({"calib", "steps", "dense"}), options="heal", configure=_heal_config,
+               "KD", needs=frozenset({"calib", "steps", "dense"}), trains=True, options="heal", configure=_heal_config,
                key=lambda cfg, opts: {"kind": "kd", "temperature": cfg.kd_temperature}),
 }
 
@@ -187,8 +204,23 @@ class Pipeline:
 
     @property
     def base(self) -> str:
-        """The selection's registry name: the label up to the first "+" (its own row's label)."""
-        return self.label.split("+")[0]
+        """The label of the selection's own row: the label up to the first "+" (trsp:kd for trsp:kd+lin)."""
+        return self.select.name
+
+    @property
+    def selection(self) -> str:
+        """The selection's registry name (trsp for trsp:kd): what `compare(methods=...)` takes."""
+        return self.select.family or self.select.name
+
+    @property
+    def trains(self) -> bool:
+        """Whether any step runs optimizer steps (TRSP selecting, or a healing step)."""
+        return any(s.trains for s in self.steps)
+
+    @property
+    def title(self) -> str:
+        """The human name every table and figure uses: 'SLEB + lin + KD'."""
+        return " + ".join(s.title for s in self.steps)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -227,14 +259,17 @@ class Pipeline:
 
 def parse(label: str) -> Pipeline:
     """`sleb+lin+ft` -> Pipeline(select=sleb, edits=(lin,), heal=ft): a selection, edits, at most one healing step, last."""
-    name, *rest = label.split("+")
+    first, *rest = label.split("+")
+    name, _, variant = first.partition(":")
     if name not in SELECTIONS:
-        raise ValueError(f"pipeline {label!r}: unknown selection {name!r}; choose from {', '.join(SELECTIONS)}")
+        names = [n for s in SELECTIONS.values() for n in (s.name, *(f"{s.name}:{v}" for v in s.variants))]
+        raise ValueError(f"pipeline {label!r}: unknown selection {name!r}; choose from {', '.join(names)}")
+    select_step = SELECTIONS[name].variant(variant)
     edits, heal = [], None
     for step in rest:
         if heal is not None:
             raise ValueError(f"pipeline {label!r}: healing ({heal.name}) must be the last step")
-        if step in EDITS and SELECTIONS[name].takes_edits:
+        if step in EDITS and select_step.takes_edits:
             edits.append(EDITS[step])
         elif step in HEALS:
             heal = HEALS[step]
@@ -242,7 +277,7 @@ def parse(label: str) -> Pipeline:
             raise ValueError(f"pipeline {label!r}: {step!r} cannot follow; edits: {', '.join(EDITS)} "
                              f"(none after {', '.join(k for k, v in SELECTIONS.items() if not v.takes_edits)}); "
                              f"healing: {', '.join(HEALS)}")
-    return Pipeline(label, SELECTIONS[name], tuple(edits), heal)
+    return Pipeline(label, select_step, tuple(edits), heal)
 
 
 def select(p: Pipeline, job: Job, layers: list[int] | None = None) -> dict[str, Any]:
@@ -272,3 +307,8 @@ def finish(p: Pipeline, job: Job) -> tuple[float, dict[str, Any]]:
     for step in p.steps[1:]:
         info.update(step.run(job))
     return time.perf_counter() - t0, info
+
+
+def title(label: str) -> str:
+    """The human name of a row label ('dense' or a pipeline: 'sleb+lin+kd' -> 'SLEB + lin + KD')."""
+    return "dense" if label == "dense" else parse(label).title

@@ -17,7 +17,7 @@ PROFILES: dict[str, dict] = {
     # (SmolLM2-135M: 8 of 30 layers in under 15 minutes, peak RSS under 4 GB).  See the book's
     # ablations and the README for the measurements behind each choice.
     "default": {**CPU_EVAL},
-    # TRSP tuned on validation text: the winner of the declared search (trsp_lib/evidence.py, at most 24
+    # TRSP tuned on validation text: the winner of the declared search (study/evidence.py, at most 24
     # runs, chosen on wiki validation perplexity only; notebooks/05_ablations shows every run). On
     # SmolLM2-135M at 25%: validation 59.53 against the default's 83.76; test 74.51 against 91.34.
     "tuned": {**CPU_EVAL, "lambda1": 0.1, "stage2_mode": "sequential"},
@@ -76,7 +76,7 @@ def load(name: str, **overrides):
     """(TRSPConfig, EvalSettings) of profile `name` with `overrides` (fields of either) applied.
 
     Overrides that are None are ignored (unset command-line flags); an unknown name is an error."""
-    from .trsp import TRSPConfig
+    from .method.trsp import TRSPConfig
 
     values = {**get_profile(name), **{k: v for k, v in overrides.items() if v is not None}}
     evals = EvalSettings(**{k: values.pop(k) for k in EVAL_KEYS if k in values})

@@ -21,11 +21,11 @@ from .data import data_dir
 from .log import say
 from .provenance import env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
 
-__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "USED"]
+__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "LISTENERS"]
 
-#: Every record `stored` returned in this process, by path (cached or just computed): what a chapter
-#: used, so its closing note (trsp_lib.chapter) can sum their measured wall times.
-USED: dict[str, dict] = {}
+#: Called with (path, record) for every record `stored` returns, cached or just computed: how a reader of
+#: the results (e.g. a report summing the wall times of what it used) follows them without this module knowing it.
+LISTENERS: list[Callable[[Path, dict], None]] = []
 
 
 def results_dir() -> Path:
@@ -46,13 +46,12 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
     `force` (or `TRSP_FRESH=1`) recomputes; `cached_only` computes nothing and returns None instead.
     With a `name`, says which of the three happened ("[name] cached: ...", "computing", "not computed")."""
     path = Path(path)
-    from .distributed import agree
+    from .surgery.distributed import agree
     if agree(path.exists() and not (force or fresh())):  # under FSDP rank 0 decides: every process computes the same
         record = json.loads(path.read_text())
         if record.get("key") == key:
             _say(name, f"cached: {path.parent.name}/{path.name}")
-            USED[str(path)] = record
-            return record
+            return _returned(path, record)
     if cached_only or env_flag("TRSP_CACHED_ONLY"):  # the env flag: render from what exists, compute nothing
         _say(name, "not computed yet (skipped)")
         return None
@@ -64,7 +63,12 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
                    "peak_rss_gb": peak_rss_gb(),
                    "provenance": provenance()})
     write_json_atomic(path, record)
-    USED[str(path)] = record = json.loads(path.read_text())  # what a rerun will see (JSON types)
+    return _returned(path, json.loads(path.read_text()))  # what a rerun will see (JSON types)
+
+
+def _returned(path: Path, record: dict) -> dict:
+    for listener in LISTENERS:
+        listener(path, record)
     return record
 
 

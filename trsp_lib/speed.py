@@ -12,8 +12,8 @@ import time
 import torch
 from torch import nn
 
-from .adapters import get_layers
-from .devices import input_device
+from .surgery.adapters import get_layers
+from .surgery.devices import input_device
 
 
 def forward_flops(model: nn.Module, seq_len: int) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .data import DataError, data_dir
-from .devices import input_device
+from .surgery.devices import input_device
 from .provenance import atomic_path, env_flag
 
 #: The paper's five tasks.
@@ -105,7 +105,7 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
     with _stderr_filtered(quiet):
         out, names = _run(lm, tasks, limit, seed)
     seconds = time.perf_counter() - t0
-    from .distributed import main_object  # under FSDP lm-eval returns its results on local rank 0 only
+    from .surgery.distributed import main_object  # under FSDP lm-eval returns its results on local rank 0 only
     out = main_object({k: out[k] for k in ("results", "n-samples", "samples")} if out else None)
     per_task = {}
     for t in tasks:
@@ -188,3 +188,15 @@ def chance_level(tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS, limit: int 
         items = items if keep is None else [items[i] for i in keep]
         per_task.append(sum(1 / k for k in items) / len(items))
     return sum(per_task) / len(per_task)
+
+
+def zs_stderr(row: dict) -> float:
+    """Standard error of a row's zero-shot average from its item counts (binomial, tasks independent).
+
+    With 50 items per task and 5 tasks it is about 0.03: two averages closer than ~2 standard errors
+    of their difference (about 0.06 there) are a tie, whatever the table's third decimal says."""
+    metric, counts = row.get("zs_average_metric"), row.get("zs_n")
+    if not metric or not counts:
+        return float("nan")
+    var = sum(p * (1 - p) / counts[t] for t, m in metric.items() for p in [row[f"zs_{t}_{m}"]])
+    return var ** 0.5 / len(metric)

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-import trsp_lib.losses
-from trsp_lib.losses import identity_gap
+import trsp_lib.method.losses
+from trsp_lib.method.losses import identity_gap
 
 FILL_IN = ("fill in the function first: replace the `raise NotImplementedError` line with your code, "
            "then run that cell and this one again")
@@ -117,7 +117,7 @@ def _grad_of(loss: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor | None]
 def _check_stage2_case(fn: Callable, x_in: torch.Tensor, x_out: torch.Tensor, norm: str, where: str) -> torch.Tensor:
     """One case: type, shape, no in-place edits, graph connection; returns the student's loss."""
     saved = x_in.detach().clone(), x_out.detach().clone()
-    got = _call(fn, where, x_in, x_out, norm=norm, forbidden=trsp_lib.losses.__file__)
+    got = _call(fn, where, x_in, x_out, norm=norm, forbidden=trsp_lib.method.losses.__file__)
     if not isinstance(got, torch.Tensor):
         raise _fail(fn, where, "a 0-dim torch.Tensor", f"{type(got).__name__} {got!r}",
                     "return a tensor, not a Python number (no .item()): stage 2 backpropagates the loss")
@@ -176,7 +176,7 @@ def check_stage2_loss(fn: Callable, n_cases: int = 6, seed: int = 0, device: str
                         "torch.sqrt((d**2).sum(-1)) has an infinite derivative at 0 and gives NaN at an exact "
                         "identity layer, which would poison every weight; use d.norm(dim=-1) or "
                         "torch.linalg.vector_norm(d, dim=-1), whose gradient at 0 is defined as 0")
-    print(f"✓ {_name(fn)} passed {n_cases + 2} cases: value and gradients match trsp_lib.losses.identity_gap "
+    print(f"✓ {_name(fn)} passed {n_cases + 2} cases: value and gradients match trsp_lib.method.losses.identity_gap "
           "(l2 and l1), and an identity layer costs exactly 0")
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from trsp_lib.adapters import get_adapter, get_layers, scale_branch_output
+from trsp_lib.surgery.adapters import get_adapter, get_layers, scale_branch_output
 from trsp_lib.models import tiny_model
 
 FILL_IN = ("fill in the function first: replace the `raise NotImplementedError` line with your code, "
@@ -85,7 +85,7 @@ def _check_untouched(fn: Callable, model: nn.Module, ids: torch.Tensor, before: 
     if classes != before["classes"]:
         raise _fail(fn, where, f"decoder layers {before['classes']}", f"{classes}",
                     "your criterion left wrappers on the layers (e.g. GatedLayer); if you call attach_gates, call "
-                    "detach_gates(model, gating, fold=False) in a `finally:` block (see trsp_lib.criteria.captured_io)")
+                    "detach_gates(model, gating, fold=False) in a `finally:` block (see trsp_lib.baselines.criteria.captured_io)")
     if _hook_count(model) != before["hooks"]:
         raise _fail(fn, where, f"{before['hooks']} hooks on the model", f"{_hook_count(model)} hooks",
                     "a forward hook was not removed: keep the handle from register_forward_hook and call "
@@ -127,7 +127,7 @@ def _check_choice(fn: Callable, got: Any, n_layers: int, n: int, where: str) -> 
 
 
 def check_criterion(fn: Callable, cases: tuple = CRITERION_CASES, arch: str = "llama", device: str = "cpu") -> None:
-    """Grade ``criterion(model, calib, n) -> list[int]``: the shared contract of trsp_lib.criteria
+    """Grade ``criterion(model, calib, n) -> list[int]``: the shared contract of trsp_lib.baselines.criteria
     (n distinct valid ints, deterministic, the model left as found) and an identity layer picked first."""
     for k, (n_layers, seed, n, identity) in enumerate(cases):
         model = tiny_model(arch, n_layers=n_layers, seed=seed).to(device)

@@ -19,7 +19,7 @@ from torch import nn
 
 import trsp_lib.speed
 from trsp_lib.models import tiny_model
-from trsp_lib.removal import remove_layers
+from trsp_lib.surgery.removal import remove_layers
 from trsp_lib.speed import ideal_speedup
 
 FILL_IN = ("fill in the function first: replace the `raise NotImplementedError` line with your code, "

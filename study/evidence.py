@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 
 from .analysis import beyond_spread, paired_bootstrap, seed_spread
-from .compare import compare
+from trsp_lib.compare import compare
 from .frontier import VALIDATION, search
 
 #: Round 1 of the TRSP search: one knob at a time away from the default (`TRSPConfig` fields). The
@@ -208,10 +208,8 @@ def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, st
     return out
 
 
-#: Human names of the study labels, in the order the figures and tables list them.
-NAMES = {"dense": "dense", "trsp": "TRSP (default)", "trsp (tuned)": "TRSP (tuned on validation)",
-         "shortgpt": "ShortGPT", "sleb": "SLEB", "shortgpt+ft": "ShortGPT + fine-tune",
-         "sleb+ft": "SLEB + fine-tune", "sleb+lin": "SLEB + lin", "sleb+lin+kd": "SLEB + lin + KD"}
+#: The study labels in the order the figures and tables list them (their names: `style.method_name`).
+ORDER = ("dense", "trsp", "trsp (tuned)", "shortgpt", "sleb", "shortgpt+ft", "sleb+ft", "sleb+lin", "sleb+lin+kd")
 
 
 OTHERS = ("C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9")  # matplotlib's cycle without its red (C3) and grey (C7)
@@ -222,9 +220,9 @@ def plot_seeds(main: dict[str, list[dict]], limit: int = LIMIT):
     zero-shot average, with the dense model and the chance level. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .style import chance_line, figsize, plain_log_axis, reference_line
+    from .style import chance_line, figsize, method_name, plain_log_axis, reference_line
 
-    order = [k for k in NAMES if k in main and k != "dense"]
+    order = [k for k in ORDER if k in main and k != "dense"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize(0.45), sharey=True)
     for i, label in enumerate(order):
         colour = "tab:red" if label.startswith("trsp") else OTHERS[i % len(OTHERS)]  # TRSP alone in red
@@ -235,7 +233,7 @@ def plot_seeds(main: dict[str, list[dict]], limit: int = LIMIT):
     reference_line(ax2, main["dense"][0]["zs_avg"], "dense", kind="dense", vertical=True)
     chance_line(ax2, limit=limit, vertical=True)
     plain_log_axis(ax1)
-    ax1.set_yticks(range(len(order)), [NAMES[k] for k in order])
+    ax1.set_yticks(range(len(order)), [method_name(k) for k in order])
     ax1.invert_yaxis()
     ax1.set_xlabel("wiki test perplexity (log scale; lower is better)")
     ax2.set_xlabel(f"zero-shot average ({limit} items per task)")

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
-from .adapters import get_layers
+from ..surgery.adapters import get_layers
 from .config import TRSPConfig
-from .devices import input_device, on_cuda
-from . import distributed
-from .gating import Gating, attach_gates, detach_gates
+from ..surgery.devices import input_device, on_cuda
+from ..surgery import distributed
+from ..surgery.gating import Gating, attach_gates, detach_gates
 from .losses import kd_loss
 
 
@@ -37,14 +37,14 @@ def batch_stream(calib: torch.Tensor, batch_size: int, seed: int) -> Iterator[to
             raise ValueError(f"batch_size {batch_size} exceeds the {len(order)} calibration samples")
 
 
-def _autocast(cfg: TRSPConfig):
+def autocast(cfg: TRSPConfig):
     cuda = on_cuda(cfg.device)
     if cfg.autocast == "bf16" or (cfg.autocast == "auto" and cuda):
         return torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _optimizer(model: nn.Module, gating: Gating, cfg: TRSPConfig, train_weights: Callable[[str], bool], steps: int):
+def optimizers(model: nn.Module, gating: Gating, cfg: TRSPConfig, train_weights: Callable[[str], bool], steps: int):
     """AdamW on the weights that train (warm-up then linear decay), and the gates at a constant lr."""
     weights = []
     for name, p in model.named_parameters():
@@ -70,7 +70,7 @@ def _optimizer(model: nn.Module, gating: Gating, cfg: TRSPConfig, train_weights:
     return gate_opt, weight_opt, sched
 
 
-def _layer_name_index(name: str) -> int | None:
+def layer_index(name: str) -> int | None:
     """Index of the decoder layer a parameter belongs to (wrapped layers: '...layers.<i>.layer...')."""
     parts = name.split(".")
     for a, b in zip(parts, parts[1:]):
@@ -96,7 +96,7 @@ def kd_objective(teacher: nn.Module, temperature: float) -> Callable[[nn.Module,
     return objective
 
 
-class _Trainer:
+class Trainer:
     """Runs optimizer steps and records the trajectory; shared by both stages."""
 
     def __init__(self, model: nn.Module, gating: Gating, calib: torch.Tensor, cfg: TRSPConfig):
@@ -121,7 +121,7 @@ class _Trainer:
             lm_sum = reg_sum = 0.0
             for _ in range(cfg.grad_accum):
                 x = distributed.local_rows(next(self.batches)).to(device)
-                with _autocast(cfg):
+                with autocast(cfg):
                     lm = self.objective(model, x)
                 reg = regularizer(k)
                 total = lm.float() + reg.to(lm.device)  # the loss sits on the last GPU of a device_map
@@ -169,11 +169,11 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
     gating = attach_gates(model, "branch")
     gating.scales.requires_grad_(False)
     trains = heal_scope(model, cfg.heal_last)
-    trainer = _Trainer(model, gating, calib, cfg)
+    trainer = Trainer(model, gating, calib, cfg)
     if teacher is not None:
         trainer.objective = kd_objective(teacher, cfg.kd_temperature)
     try:
-        gate_opt, weight_opt, sched = _optimizer(trainer.model, gating, cfg, trains, steps)
+        gate_opt, weight_opt, sched = optimizers(trainer.model, gating, cfg, trains, steps)
         zero = torch.zeros(())
         with tqdm(total=steps, desc="distil" if teacher is not None else "fine-tune", unit="step") as bar:
             trainer.run(0, steps, gate_opt, weight_opt, sched, regularizer=lambda k: zero, bar=bar)

@@ -32,7 +32,7 @@ from torch import nn
 
 from .adapters import get_adapter, get_layers, set_layers
 from .distributed import main_writes
-from .provenance import atomic_path
+from ..provenance import atomic_path
 
 
 def remove_layers(model: nn.Module, indices: Iterable[int]) -> nn.Module:

@@ -1,4 +1,4 @@
-"""SLEB's candidate losses with the shared prefix computed once: the same numbers, about half the work.
+"""SLEB's candidate losses with their shared prefix computed once: the same numbers, about half the work.
 
 One SLEB step scores every kept layer i by the calibration loss with i also skipped. Skipping i
 changes nothing before it, so the hidden state entering layer i is that of the current (already
@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-from .adapters import get_layers
-from .devices import input_device
-from .gating import Gating, attach_gates, detach_gates
+from ..surgery.adapters import get_layers
+from ..surgery.devices import input_device
+from ..surgery.gating import Gating, attach_gates, detach_gates
 
 
 def _replace_hidden(args: tuple, kwargs: dict, state: torch.Tensor) -> tuple[tuple, dict]:
@@ -73,10 +73,11 @@ def _layer_inputs(model: nn.Module, gating: Gating, x: torch.Tensor) -> dict[int
 
 @torch.no_grad()
 def candidate_losses(model: nn.Module, calib: torch.Tensor, removed: Iterable[int], candidates: Iterable[int],
-                     batch_size: int = 4) -> dict[int, float]:
+                     batch_size: int = 4, bar=None) -> dict[int, float]:
     """{i: calib_loss(model, calib, removed | {i})} for every candidate i, reusing the states before i.
 
-    Candidates must not be in `removed` (their entering state is what the pruned model records).
+    Candidates must not be in `removed` (their entering state is what the pruned model records). A progress
+    `bar` (tqdm) advances by the calibration rows each candidate is scored on, batch by batch.
     """
     removed, candidates = set(removed), list(candidates)
     if overlap := removed.intersection(candidates):
@@ -95,6 +96,8 @@ def candidate_losses(model: nn.Module, calib: torch.Tensor, removed: Iterable[in
             for i in candidates:
                 with gating.skipping(removed | set(range(i + 1))), _entering_first_layer(layers, states[i]):
                     totals[i] += model(input_ids=x, labels=x, use_cache=False).loss.item() * x.shape[0]
+                if bar is not None:
+                    bar.update(x.shape[0])
             count += x.shape[0]
     finally:
         detach_gates(model, gating, fold=False)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from .compare import compare
-from .pipelines import parse
+from trsp_lib.compare import compare
+from trsp_lib.pipelines import parse
 
 VALIDATION = "ppl_wiki_val"  # the one metric every tuning decision in the frontier chapter reads
 
@@ -26,7 +26,7 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
     """Run `label` once per grid point (`what` = "lin" or "heal"); return the record and the chosen point.
 
     The record lists every setting with its validation and test perplexity (the chapter plots it)."""
-    selection = parse(label).select.name.split(":")[0]
+    selection = parse(label).selection
     candidates = []
     searched = compare_kw.pop("searched", None)
     for point in grid:
@@ -118,7 +118,7 @@ def second_model(model: str, base_methods: str, base_finetune: str, pipelines: s
     runs = [(label, heal) for label in pipelines.split(",") if label]
     runs += [(label, {**heal, "lr": None}) for label in at_profile_lr.split(",") if label]
     for label, h in runs:
-        rows += compare(methods=[parse(label).base.split(":")[0]], finetune_baselines=False, pipelines=[label],
+        rows += compare(methods=[parse(label).selection], finetune_baselines=False, pipelines=[label],
                         lin=lin, heal=h if parse(label).heal else None, **common)[1:]
     return list({r["key"]: r for r in rows}.values())
 

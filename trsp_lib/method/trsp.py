@@ -14,17 +14,17 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
 
-from . import distributed
-from .config import LATER_FIELDS, TRSPConfig, config_key, layers_to_remove, step_budget
-from .devices import input_device
-from .gating import Gating, attach_gates, detach_gates
-from .log import quiet
+from ..surgery import distributed
+from .config import LATER_FIELDS, Budget, TRSPConfig, budget, config_key, layers_to_remove
+from ..surgery.devices import input_device
+from ..surgery.gating import Gating, attach_gates, detach_gates
+from ..log import quiet
 from .losses import identity_penalty, l1_scales, relative_gap
-from .removal import remove_layers
-from .training import TrainingDiverged, _autocast, _optimizer, _Trainer, _layer_name_index, batch_stream, finetune, kd_objective
+from ..surgery.removal import remove_layers
+from .training import TrainingDiverged, autocast, optimizers, Trainer, layer_index, batch_stream, finetune, kd_objective
 
 __all__ = ["TRSPConfig", "TRSPResult", "TrainingDiverged", "LATER_FIELDS", "config_key", "layers_to_remove",
-           "step_budget", "batch_stream", "finetune", "prune", "stage1", "stage2", "measure_identity_gap"]
+           "Budget", "budget", "batch_stream", "finetune", "prune", "stage1", "stage2", "measure_identity_gap"]
 
 
 @dataclass
@@ -51,7 +51,7 @@ def select_smallest(scales: torch.Tensor, pool: list[int], k: int) -> list[int]:
     return sorted(pool, key=lambda i: (float(scales[i]), i))[:k]
 
 
-def stage1(trainer: _Trainer, n: int, pool: list[int]) -> list[int]:
+def stage1(trainer: Trainer, n: int, pool: list[int]) -> list[int]:
     """Learn the scales under LM + lambda1 * sum|s_alive|; each round the smallest candidate joins P."""
     cfg, gating = trainer.cfg, trainer.gating
     rounds = 1 if cfg.one_shot else n
@@ -60,7 +60,7 @@ def stage1(trainer: _Trainer, n: int, pool: list[int]) -> list[int]:
     train_all = cfg.stage1_train == "all"
     with tqdm(total=rounds * steps, desc=f"stage 1: select {n} layers", unit="step") as bar:
         for r in range(rounds):
-            opts = _optimizer(trainer.model, gating, cfg, lambda name: train_all, steps)
+            opts = optimizers(trainer.model, gating, cfg, lambda name: train_all, steps)
             alive = [i for i in range(gating.n_layers) if i not in gating.skipped]
 
             def reg(_k: int, alive: list[int] = alive) -> torch.Tensor:
@@ -76,7 +76,7 @@ def stage1(trainer: _Trainer, n: int, pool: list[int]) -> list[int]:
     return selected
 
 
-def stage2(trainer: _Trainer, selected: list[int]) -> None:
+def stage2(trainer: Trainer, selected: list[int]) -> None:
     """Train LM + lambda2 * sum_P ||X_out - X_in|| with P active, so P's layers become identities.
 
     The switches of the ablations are the helpers below: which groups train (`_stage2_groups`:
@@ -94,7 +94,7 @@ def stage2(trainer: _Trainer, selected: list[int]) -> None:
                 return _lambda2(cfg, k, steps) * identity_penalty(gating, group, cfg.norm, cfg.stage2_penalty)
 
             with gating.running(group), gating.capturing(group):
-                trainer.run(2, steps, *_optimizer(trainer.model, gating, cfg, trains, steps), regularizer=penalty,
+                trainer.run(2, steps, *optimizers(trainer.model, gating, cfg, trains, steps), regularizer=penalty,
                             before_step=_fade(cfg, gating, group, start, steps), bar=bar,
                             frozen_gates=group if cfg.stage2_fade else None)
 
@@ -111,7 +111,7 @@ def _trains(cfg: TRSPConfig, selected: list[int]) -> Callable[[str], bool]:
     frozen = set(selected) if cfg.stage2_train == "kept" else set()
 
     def trains(name: str) -> bool:
-        idx = _layer_name_index(name)
+        idx = layer_index(name)
         return idx is None or idx not in frozen
     return trains
 
@@ -139,7 +139,7 @@ def _fade(cfg: TRSPConfig, gating: Gating, group: list[int], start: dict[int, fl
 def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], batch: torch.Tensor, cfg: TRSPConfig) -> dict[int, float]:
     """||X_out - X_in|| / ||X_in|| of each layer in `layers`, on one calibration batch, P active."""
     with gating.running(layers), gating.capturing(layers):
-        with _autocast(cfg):
+        with autocast(cfg):
             model(input_ids=batch.to(input_device(model)))
         return {i: relative_gap(gating.diffs[i], gating.inputs[i]) for i in layers}
 
@@ -151,7 +151,7 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
     `teacher`: the dense model for `stage2_loss="kd"` (default: a frozen copy of `model` taken here)."""
     import copy
 
-    from .adapters import get_layers
+    from ..surgery.adapters import get_layers
 
     cfg = cfg or TRSPConfig()
     n_layers = len(get_layers(model))
@@ -166,7 +166,7 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
     if cfg.stage2_loss == "kd" and teacher is None:
         teacher = copy.deepcopy(model).requires_grad_(False)
     gating = attach_gates(model, cfg.gate)
-    trainer = _Trainer(model, gating, calib, cfg)
+    trainer = Trainer(model, gating, calib, cfg)
     try:
         selected = stage1(trainer, n, candidates(n_layers, cfg))
         t1 = time.perf_counter()

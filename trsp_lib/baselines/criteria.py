@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from .adapters import get_layers
-from .gating import attach_gates, detach_gates
-from .devices import input_device
-from .log import say
-from .sleb_cache import candidate_losses
+from ..surgery.adapters import get_layers
+from ..surgery.gating import attach_gates, detach_gates
+from ..surgery.devices import input_device
+from ..log import progress, say
+from .shared_prefix import candidate_losses
 
 
 @torch.no_grad()
@@ -89,20 +89,27 @@ def _check_n(model: nn.Module, n: int) -> int:
     return n_layers
 
 
-#: (model, calib, removed, candidates) -> {candidate i: calibration loss with i and the removed layers skipped}
-Scorer = Callable[[nn.Module, torch.Tensor, list[int], list[int]], dict[int, float]]
+#: (model, calib, removed, candidates, bar) -> {candidate i: calibration loss with i and the removed layers skipped};
+#: the scorer advances the progress `bar` by the calibration rows each candidate has been scored on.
+Scorer = Callable[..., dict[int, float]]
 
 
 def sleb_search(model: nn.Module, calib: torch.Tensor, n: int,
                 score: Scorer = candidate_losses) -> tuple[list[int], list[dict[int, float]]]:
-    """SLEB's greedy steps: (layers removed in order, every step's candidate losses) for checks and plots."""
+    """SLEB's greedy steps: (layers removed in order, every step's candidate losses) for checks and plots.
+
+    Shows one bar over every candidate of every step (SmolLM2-135M, 8 of 30 layers: minutes on a CPU)."""
     n_layers = _check_n(model, n)
     removed: list[int] = []
     steps: list[dict[int, float]] = []
-    for _ in range(n):
-        losses = score(model, calib, removed, [i for i in range(n_layers) if i not in removed])
-        removed.append(min(losses, key=lambda i: (losses[i], i)))
-        steps.append(losses)
+    rows = calib.shape[0]  # the bar counts rows scored (exact integers), shown as candidates
+    with progress(desc=f"SLEB: remove {n} of {n_layers} layers", unit="candidate", unit_scale=1 / rows,
+                  total=rows * sum(n_layers - k for k in range(n))) as bar:
+        for _ in range(n):
+            losses = score(model, calib, removed, [i for i in range(n_layers) if i not in removed], bar=bar)
+            removed.append(min(losses, key=lambda i: (losses[i], i)))
+            steps.append(losses)
+            bar.set_postfix(removed=removed[-1])
     return removed, steps
 
 
@@ -111,9 +118,15 @@ def sleb(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
     return sleb_search(model, calib, n)[0]
 
 
-def full_forward_losses(model: nn.Module, calib: torch.Tensor, removed: list[int], candidates: list[int]) -> dict[int, float]:
+def full_forward_losses(model: nn.Module, calib: torch.Tensor, removed: list[int], candidates: list[int],
+                        bar=None) -> dict[int, float]:
     """The straightforward scorer (one whole forward pass per candidate): the reference `candidate_losses` must match."""
-    return {i: calib_loss(model, calib, set(removed) | {i}) for i in candidates}
+    out = {}
+    for i in candidates:
+        out[i] = calib_loss(model, calib, set(removed) | {i})
+        if bar is not None:
+            bar.update(calib.shape[0])
+    return out
 
 
 def sleb_reference(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:

@@ -5,7 +5,7 @@ chapter 9 that states a result is built here from the rows, so a rerun with othe
 """
 from __future__ import annotations
 
-from .pipelines import parse
+from trsp_lib.pipelines import parse
 
 
 def second_verdict(t, pipelines: str) -> list[str]:
@@ -92,7 +92,7 @@ def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
     lin, ft = by_steps.get(("lin",), 0.0), by_steps.get(("ft",), 0.0)
     kd = by_steps.get(("kd",)) or max(by_steps.get(("lin", "kd"), lin) - lin, 0.0)
     step_s = {"lin": lin, "ft": ft, "kd": kd or ft}  # no CPU kd row: at least a fine-tune's (same steps + a teacher)
-    base = parse(row["method"]).base.split(":")[0]  # trsp:kd is costed as TRSP's own run
+    base = parse(row["method"]).selection  # trsp:kd is costed as TRSP's own run
     select = cpu.get(base, {}).get("prune_s", 0.0)
     return (select + sum(step_s[s] for s in _steps(row["method"]))) / 60, True
 
@@ -100,8 +100,7 @@ def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
 def heal_lr(row: dict) -> float | None:
     """The learning rate a healed row (or TRSP, which trains) ran at, from its key's config; None for the rest."""
     p = parse(row["method"])
-    trains = p.heal or p.select.name.startswith("trsp")
-    return (row.get("params") or {}).get("config", {}).get("lr") if trains else None
+    return (row.get("params") or {}).get("config", {}).get("lr") if p.trains else None
 
 
 def scope_name(row: dict) -> str:
@@ -119,11 +118,11 @@ def pipelines_table(rows: list[dict]):
     t = pd.DataFrame([{"pipeline": r["method"] + scope_name(r), **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
                        "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
                        "zero-shot": r.get("zs_avg"), "lr": heal_lr(r), "CPU min": minutes,
-                       "cost": "estimated" if estimated else "measured"}
+                       "cost": "estimated" if estimated else "measured", "trains": parse(r["method"]).trains,
+                       "TRSP": parse(r["method"]).selection == "trsp"}
                       for r, (minutes, estimated) in zip(rows[1:], costs)])
     t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
     t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
-    t["TRSP"] = t["pipeline"].str.startswith("trsp")
     return t.sort_values("PPL wiki").reset_index(drop=True)
 
 
@@ -136,7 +135,7 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
         return group.loc[group["PPL wiki (val)"].idxmin()]
 
     scored = t[t["PPL wiki (val)"].notna()]
-    trains = (scored["healing"] != "none") | scored["TRSP"]  # TRSP trains while it selects: it spends the budget too
+    trains = scored["trains"]  # TRSP trains while it selects: it spends the budget too
     free, healed, trsp = scored[~trains], scored[trains], scored[scored["TRSP"]]
     lines = []
     if len(free):
@@ -211,7 +210,5 @@ def describe(label: str) -> dict[str, str]:
     if label == "dense":
         return {"selection": "none (dense)", "compensation": "-", "healing": "-"}
     p = parse(label)
-    names = {"ft": "fine-tune (LM loss)", "kd": "distillation (KL to dense)"}
-    sel = {"trsp:kd": "TRSP, KD loss in stage 2", "trsp": "TRSP"}.get(p.base, p.base)
-    return {"selection": sel, "compensation": "lin (closed form)" if p.edits else "none",
-            "healing": names.get(p.heal.name if p.heal else None, "none")}
+    return {"selection": p.select.title, "compensation": " + ".join(e.title for e in p.edits) or "none",
+            "healing": p.heal.title if p.heal else "none"}

@@ -65,8 +65,8 @@ ADAPTERS: tuple[Adapter, ...] = (
 )
 
 # RMSNorms that multiply by (1 + weight) rather than by weight (by class name: no model imports needed).
-_ONE_PLUS_RMSNORMS = {"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"}
-_PLAIN_RMSNORMS = {"LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm", "RMSNorm"}
+ONE_PLUS_RMSNORMS = {"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"}
+PLAIN_RMSNORMS = {"LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm", "RMSNorm"}
 
 
 class UnsupportedArchitecture(ValueError):
@@ -93,7 +93,7 @@ def get_adapter(model: nn.Module) -> Adapter:
     raise UnsupportedArchitecture(
         f"no adapter for {type(model).__name__} (config.model_type={model_type!r}). Supported causal LMs "
         f"(loaded with AutoModelForCausalLM): model types {', '.join(supported_model_types())}. To add one, "
-        "add a single Adapter row to trsp_lib/adapters.py: the dotted path of its decoder-layer ModuleList, "
+        "add a single Adapter row to trsp_lib/surgery/adapters.py: the dotted path of its decoder-layer ModuleList, "
         "the modules whose outputs are added to the residual stream, its layer_idx attributes and its final norm.")
 
 
@@ -128,18 +128,18 @@ def _scale_output(module: nn.Module, c: float, name: str) -> None:
         _mul(module.weight, c)
         if getattr(module, "bias", None) is not None:
             _mul(module.bias, c)
-    elif kind in _ONE_PLUS_RMSNORMS:
+    elif kind in ONE_PLUS_RMSNORMS:
         w = module.weight
         w.copy_((c * (1.0 + w.float()) - 1.0).to(w.dtype))  # (1 + w') = c * (1 + w)
-    elif kind in _PLAIN_RMSNORMS or isinstance(module, nn.RMSNorm):
+    elif kind in PLAIN_RMSNORMS or isinstance(module, nn.RMSNorm):
         if getattr(module, "weight", None) is None:
             raise TypeError(f"cannot scale the output of {name} ({kind}): it has no weight")
         _mul(module.weight, c)
     else:
         raise TypeError(
             f"cannot scale the output of {name}: unknown module kind {kind}. Known: nn.Linear, Conv1D, "
-            f"nn.LayerNorm (affine), plain RMSNorms {sorted(_PLAIN_RMSNORMS)} and (1 + weight) RMSNorms "
-            f"{sorted(_ONE_PLUS_RMSNORMS)}; extend _scale_output in trsp_lib/adapters.py.")
+            f"nn.LayerNorm (affine), plain RMSNorms {sorted(PLAIN_RMSNORMS)} and (1 + weight) RMSNorms "
+            f"{sorted(ONE_PLUS_RMSNORMS)}; extend _scale_output in trsp_lib/surgery/adapters.py.")
 
 
 def _mul(p: torch.Tensor, c: float) -> None:

@@ -1,7 +1,7 @@
 """The block that ends every chapter: the command that reruns it, and what that costs, measured.
 
 A chapter's cost is not typed by hand: every result record the chapter read or computed went through
-`trsp_lib.results.stored`, which notes it in `results.USED`; each record carries the wall time its
+`trsp_lib.results.stored`, which `study.USED` follows; each record carries the wall time its
 computation took (`wall_s`) and the machine it ran on (`provenance`). The sum of those is what a
 rerun from an empty cache costs on that machine. For the paper-scale commands (LLaMA-2 on a GPU,
 never run here) the note gives an estimate of GPU hours from FLOPs, with the arithmetic spelled out.
@@ -49,8 +49,8 @@ def record_seconds(record: dict) -> float | None:
 
 
 def measured_cost(records: dict[str, dict] | None = None) -> Cost:
-    """The cost of `records` (default: every record this process used, `results.USED`)."""
-    from .results import USED
+    """The cost of `records` (default: every record this process used, `study.USED`)."""
+    from study import USED
 
     records = USED if records is None else records
     gpu = [r for r in records.values() if (r.get("provenance") or {}).get("cuda")]
@@ -63,7 +63,7 @@ def measured_cost(records: dict[str, dict] | None = None) -> Cost:
 
 def gpu_to_cpu() -> tuple[float, float]:
     """(low, high) ratio of 2-core CPU to GPU wall time, from the rows computed on both (data/results/gpu_check.json)."""
-    from .results import results_dir
+    from trsp_lib.results import results_dir
 
     check = json.loads((results_dir() / "gpu_check.json").read_text())
     ratios = [cpu / gpu for gpu, cpu in (r["wall_s (gpu, cpu)"] for r in check["rows"])]
@@ -108,11 +108,6 @@ def gpu_hours(n_params: float, train_tokens: float, forward_tokens: float = 0.0,
     return hours, text
 
 
-def trsp_train_tokens(cfg, n_remove: int) -> int:
-    """Tokens one TRSP run trains on: (n rounds × steps per round + stage-2 steps) × tokens per optimizer step."""
-    return (n_remove * cfg.steps_per_round + cfg.stage2_steps) * cfg.batch_size * cfg.grad_accum * cfg.seq_len
-
-
 def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | None = None, page_s: float | None = None,
                   paper: dict | None = None) -> str:
     """The closing block as Markdown (`rerun_note` displays it). See `rerun_note` for the arguments."""
@@ -148,7 +143,7 @@ def rerun_note(notebook: str, params: dict | None = None, *, paper: dict | None 
 
     `notebook`: e.g. "04_baselines"; `params`: the parameters a rerun passes (`-y`), typically the
     parameters cell's values. The cost sums `wall_s` of every result record this kernel used
-    (`results.USED`); `page_time` adds how long this kernel has run. `paper`: for a paper-scale
+    (`study.USED`); `page_time` adds how long this kernel has run. `paper`: for a paper-scale
     command, {"command": str, "n_params": N, "train_tokens": T, "forward_tokens": F, "what": str,
     "note": str} gives a GPU-hour estimate with its arithmetic (`gpu_hours`).
     """
@@ -163,7 +158,7 @@ def log_used(notebook: str, directory: str | None = None) -> Path | None:
 
     Why: chapters share rows, so the cost of `make book FRESH=1` is the union of what they used,
     not the sum of their notes; `book/run_notebooks.py` sets the directory and calls `fresh_estimate`."""
-    from .results import USED
+    from study import USED
 
     directory = directory or os.environ.get("TRSP_USED_LOG")
     if not directory:
@@ -178,7 +173,7 @@ def log_used(notebook: str, directory: str | None = None) -> Path | None:
 def work(record: dict) -> str | None:
     """What a record computed, less its calibration seed: rows of one pipeline and settings on other
     seeds do the same work (the same steps on as many tokens). None for records that are not rows."""
-    from .provenance import param_key
+    from trsp_lib.provenance import param_key
 
     params = record.get("params")
     if not isinstance(params, dict) or "calib" not in params or "method" not in params:

@@ -22,9 +22,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .adapters import get_adapter, get_layers
-from .devices import input_device
-from .removal import remove_layers
+from ..surgery.adapters import get_adapter, get_layers
+from ..surgery.devices import input_device
+from ..surgery.removal import remove_layers
 
 
 def contiguous_runs(removed: list[int]) -> list[tuple[int, int]]:
@@ -145,11 +145,11 @@ def fold_map(model: nn.Module, layer: int, T: torch.Tensor) -> None:
 
 def _scale_norm(norm: nn.Module, t: torch.Tensor) -> None:
     """Multiply an RMSNorm's output by t per channel: Gemma's (1 + w) -> (1 + w) t, else w -> w t."""
-    from .adapters import _ONE_PLUS_RMSNORMS
+    from ..surgery.adapters import ONE_PLUS_RMSNORMS
 
     w = norm.weight
     t = t.to(device=w.device)
-    if type(norm).__name__ in _ONE_PLUS_RMSNORMS:
+    if type(norm).__name__ in ONE_PLUS_RMSNORMS:
         w.copy_(((1.0 + w.double()) * t - 1.0).to(w.dtype))
     else:
         w.copy_((w.double() * t).to(w.dtype))

@@ -44,12 +44,6 @@ PANDAS: dict[str, Any] = {
 }
 
 
-#: Human names of the methods, for tables and figures (a `+ft` suffix reads "+ fine-tune").
-METHOD_NAMES = {"dense": "dense", "trsp": "TRSP", "shortgpt": "ShortGPT", "angular": "angular distance",
-                "sleb": "SLEB", "ppl": "PPL (Shortened LLaMA)", "taylor": "Taylor+ (Shortened LLaMA)",
-                "laco": "LaCo", "reverse": "reverse order", "random": "random"}
-
-
 #: Human names of the zero-shot tasks.
 TASK_NAMES = {"piqa": "PIQA", "winogrande": "WinoGrande", "hellaswag": "HellaSwag", "arc_easy": "ARC-e",
               "arc_challenge": "ARC-c", "boolq": "BoolQ", "openbookqa": "OpenBookQA", "lambada": "LAMBADA"}
@@ -64,10 +58,16 @@ def number(value: float, decimals: int = 2) -> str:
     return f"{value:.1e}" if abs(value) >= 1e5 or small else f"{value:,.{decimals}f}"
 
 
-def method_name(method: str) -> str:
-    """'sleb+ft' -> 'SLEB + fine-tune'; unknown names pass through."""
-    base, ft = (method[:-3], True) if method.endswith("+ft") else (method, False)
-    return METHOD_NAMES.get(base, base) + (" + fine-tune" if ft else "")
+def method_name(label: str) -> str:
+    """A row label's human name from the registry's titles ('sleb+ft' -> 'SLEB + fine-tune'); a study suffix
+    such as ' (tuned)' is kept; a label that is no pipeline passes through."""
+    from trsp_lib.pipelines import title
+
+    base, sep, suffix = label.partition(" (")
+    try:
+        return title(base) + sep + suffix
+    except ValueError:
+        return label
 
 
 def use() -> None:
@@ -119,7 +119,7 @@ def plain_log_axis(ax, axis: str = "x") -> None:
 def chance_line(ax, tasks: tuple[str, ...] | list[str] | None = None, limit: int | None = None, seed: int = 0,
                 vertical: bool = False):
     """The zero-shot chance level (uniform guessing on the same items) as a reference line."""
-    from .zeroshot import DEFAULT_TASKS, chance_level
+    from trsp_lib.zeroshot import DEFAULT_TASKS, chance_level
 
     level = chance_level(tuple(tasks or DEFAULT_TASKS), limit, seed)
     return reference_line(ax, level, f"chance {level:.2f}", kind="chance", vertical=vertical)

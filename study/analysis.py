@@ -9,22 +9,10 @@ import copy
 import json
 import math
 
-from .data import data_dir
+from trsp_lib.data import data_dir
 
 #: Two zero-shot averages closer than this many standard errors of their difference are a tie.
 TIE_SE = 2.0
-
-
-def zs_stderr(row: dict) -> float:
-    """Standard error of a row's zero-shot average from its item counts (binomial, tasks independent).
-
-    With 50 items per task and 5 tasks it is about 0.03: two averages closer than ~2 standard errors
-    of their difference (about 0.06 there) are a tie, whatever the table's third decimal says."""
-    metric, counts = row.get("zs_average_metric"), row.get("zs_n")
-    if not metric or not counts:
-        return float("nan")
-    var = sum(p * (1 - p) / counts[t] for t, m in metric.items() for p in [row[f"zs_{t}_{m}"]])
-    return var ** 0.5 / len(metric)
 
 
 def diff_se(*ses: float) -> float:
@@ -94,13 +82,13 @@ def speed_by_ratio(model: str, ratios: list[float], device: str = "cpu", seed: i
 
     The layers are the reverse-order ones: speed depends on the shape only. `protocol`: prefill_len,
     gen_batch, prompt_len, new_tokens, reps (see `speed.compare_speed`)."""
-    from .adapters import get_layers
-    from .criteria import reverse
-    from .models import load_model
-    from .removal import remove_layers
-    from .results import cached
-    from .speed import compare_speed
-    from .trsp import layers_to_remove
+    from trsp_lib.surgery.adapters import get_layers
+    from trsp_lib.baselines.criteria import reverse
+    from trsp_lib.models import load_model
+    from trsp_lib.surgery.removal import remove_layers
+    from trsp_lib.results import cached
+    from trsp_lib.speed import compare_speed
+    from trsp_lib.method.trsp import layers_to_remove
 
     loaded: list = []
 
@@ -122,7 +110,7 @@ def item_correctness(rows: list[dict]) -> dict:
     Needs rows scored with per-item records (`zs_items`, from the 500-item runs)."""
     import numpy as np
 
-    from .zeroshot import unpack_items
+    from trsp_lib.zeroshot import unpack_items
 
     rows = [r for r in rows if "zs_items" in r]  # perplexity-only seeds take no part
     if not rows:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .gating import GATE_MODES
+from ..surgery.gating import GATE_MODES
 from .losses import NORMS, PENALTIES
 
 
@@ -131,6 +131,15 @@ def config_key(cfg: TRSPConfig) -> dict:
     return key
 
 
-def step_budget(cfg: TRSPConfig, n: int) -> int:
-    """Optimizer steps of a TRSP run removing n layers (stage 1 + stage 2): the equal-budget fine-tune's."""
-    return n * cfg.steps_per_round + cfg.stage2_steps
+@dataclass(frozen=True)
+class Budget:
+    """What a TRSP run removing n layers trains on (stage 1 + stage 2): the equal-budget healing rows get the same."""
+
+    steps: int   # optimizer steps
+    tokens: int  # tokens trained on: steps x batch_size x grad_accum x seq_len
+
+
+def budget(cfg: TRSPConfig, n: int) -> Budget:
+    """The optimizer steps (n rounds x steps per round + stage-2 steps) and tokens of a TRSP run removing n layers."""
+    steps = n * cfg.steps_per_round + cfg.stage2_steps
+    return Budget(steps, steps * cfg.batch_size * cfg.grad_accum * cfg.seq_len)
