@@ -1,11 +1,11 @@
 """study: the book's code, apart from the library. The notebooks, tools and tests import it; `trsp_lib`
 never does, and a user who only prunes a model never installs it (`pip install -e study`).
 
-- `evidence`: the declared TRSP search, the main rows over three seeds, the claims they decide;
-- `frontier`: the 2025-26 pipelines chapter's searches and rows; `frontier_table` reads them (table, cost, verdicts);
-- `analysis`: statistics (bootstrap, seed rule, tie rule) and the paper's own numbers;
-- `chapter`: every chapter's closing block (rerun command, measured cost); `scaling`: the memory arithmetic
-  of the scaling chapter; `style`: the one plotting and table style.
+- `searches`: every declared search (TRSP's knobs, the healing learning rates, `lin`), chosen on validation;
+- `evidence`: the main rows over three seeds and the claims they decide; `stats`: the bootstrap, seed and tie rules;
+- `frontier`: the 2025-26 pipelines chapter's rows and table; `verdicts`: the sentences computed from rows;
+- `paper`: this study against the paper's own numbers; `speed`: the speed chapter's runs; `scaling`: the memory
+  arithmetic of the scaling chapter; `chapter`: every chapter's closing block; `style`: the one plot and table style.
 """
 from trsp_lib import results as _results
 

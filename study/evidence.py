@@ -1,34 +1,15 @@
-"""The evidence behind the verdict: TRSP tuned on validation text, the healing controls' learning rate
-searched the same way, and the main rows over three calibration seeds with 500 zero-shot items each.
-
-Every choice here reads `frontier.VALIDATION` (wiki validation perplexity) only; test numbers are
-reported beside it. The searches take an `evaluate` callable (settings -> rows) so the same declared
-procedure runs from a notebook (cached rows) or from a batch driver that computes rows in parallel.
+"""The evidence behind the verdict: the main rows over three calibration seeds with 500 zero-shot items each,
+built on the choices the declared searches made on validation text (`searches`), and the claims they decide.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from .analysis import beyond_spread, paired_bootstrap, seed_spread
 from trsp_lib.compare import compare
-from .frontier import VALIDATION, search
 
-#: Round 1 of the TRSP search: one knob at a time away from the default (`TRSPConfig` fields). The
-#: stage split keeps TRSP's 48 optimizer steps at 8 layers (n * steps_per_round + stage2_steps).
-KNOBS: dict[str, list[dict]] = {
-    "lambda1": [{"lambda1": 0.01}, {"lambda1": 0.02}, {"lambda1": 0.1}],
-    "stage split": [{"steps_per_round": 2, "stage2_steps": 32}, {"steps_per_round": 3, "stage2_steps": 24},
-                    {"steps_per_round": 5, "stage2_steps": 8}],
-    "gate lr": [{"gate_lr": 3e-3}, {"gate_lr": 3e-2}],
-    "stage-2 mode": [{"stage2_mode": "sequential"}],
-    "fade fraction": [{"fade_fraction": 0.25}, {"fade_fraction": 1.0}],
-}
-#: The two earlier ablations that helped on their own, together (run in round 1 whatever happens).
-JOINT: list[dict] = [{"stage2_mode": "sequential", "lambda1": 0.01}]
-MAX_RUNS = 24
-#: The healing controls' learning rates (the profile's 2e-5 included), as many runs as TRSP's widest knob + 1.
-HEAL_LRS = (2e-5, 5e-5, 1e-4, 3e-4)
+from .searches import search, search_heal, search_trsp, trsp_point
+from .stats import beyond_spread, paired_bootstrap, seed_spread
+
 #: The frontier chapter's declared searches and pipelines (notebooks/09_instead.ipynb's defaults).
 FRONTIER: dict = {
     "selections": "trsp,shortgpt,sleb,angular", "search_selection": "sleb",
@@ -44,62 +25,6 @@ FRONTIER: dict = {
 FRONTIER_LIMIT = 50  # the frontier chapter's zero-shot items per task
 SEEDS = (0, 1, 2)
 LIMIT = 500  # zero-shot items per task of the main rows: the same seeded items for every row
-
-
-def name(point: dict) -> str:
-    """{'lambda1': 0.01, 'stage2_mode': 'sequential'} -> 'lambda1=0.01, stage2_mode=sequential'; {} -> 'default'."""
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(point.items())) or "default"
-
-
-def _val(row: dict | None) -> float:
-    return math.inf if row is None else row.get(VALIDATION, math.inf)
-
-
-def search_trsp(evaluate: Callable[[list[dict]], list[dict | None]]) -> dict:
-    """The declared TRSP search: round 1 (default, each knob's values, the joint pair) in one batch; round 2
-    adds knobs greedily in order of their round-1 gain, keeping each only if validation improves. The winner
-    is the run with the lowest validation perplexity of all (the greedy path only proposes candidates).
-
-    Returns {"best": overrides, "record": [one dict per run: setting, round, val and test perplexity]}."""
-    first = [{}] + [p for points in KNOBS.values() for p in points] + JOINT
-    seen = {name(p): (p, r, 1) for p, r in zip(first, evaluate(first))}
-    base = _val(seen["default"][1])
-    gains = {}
-    for knob, points in KNOBS.items():
-        p = min(points, key=lambda q: _val(seen[name(q)][1]))
-        if _val(seen[name(p)][1]) < base:
-            gains[knob] = (p, base - _val(seen[name(p)][1]))
-    current, score = {}, base
-    for p, _ in sorted(gains.values(), key=lambda v: -v[1]):
-        cand = {**current, **p}
-        if name(cand) not in seen:
-            if len(seen) >= MAX_RUNS:
-                break
-            seen[name(cand)] = (cand, evaluate([cand])[0], 2)
-        if _val(seen[name(cand)][1]) < score:
-            current, score = cand, _val(seen[name(cand)][1])
-    current = min((p for p, _, _ in seen.values()), key=lambda q: _val(seen[name(q)][1]))  # the best run of all
-    record = [{"setting": key, "round": rnd, "PPL wiki (val)": _val(r), "PPL news (val)": (r or {}).get("ppl_news_val"),
-               "PPL wiki (test)": (r or {}).get("ppl_wiki"), "PPL news (test)": (r or {}).get("ppl_news"),
-               "chosen": "yes" if key == name(current) else ""} for key, (p, r, rnd) in seen.items()]
-    return {"best": current, "record": record, "rows": [r for _, r, _ in seen.values() if r]}
-
-
-def trsp_point(point: dict, model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
-               **kw) -> dict | None:
-    """One TRSP run of the search: the default profile with `point` applied, perplexity only (val and test).
-    `machine`: overrides that do not change the arithmetic (e.g. {"device": "cuda", "autocast": "none"})."""
-    rows = compare(model=model, ratios=[ratio], methods=[], pipelines=["trsp"], finetune_baselines=False,
-                   overrides={**(machine or {}), **point}, limit=0, speed=False, **kw)
-    return next((r for r in rows if r["method"] == "trsp"), None)
-
-
-def search_heal(selection: str, model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
-                **kw) -> tuple[list[dict], dict]:
-    """The learning rate of `selection`+ft (the equal-budget fine-tune control), chosen on validation."""
-    grid = [{"lr": lr, "temperature": 1.0} for lr in HEAL_LRS]
-    return search(f"{selection}+ft", grid, "heal", model=model, ratios=[ratio], limit=0, speed=False,
-                  overrides=machine, **kw)
 
 
 def choices(model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,

@@ -1,53 +1,15 @@
-"""What a practitioner would use instead: the declared searches and the rows of the frontier chapter.
+"""What a practitioner would use instead: the frontier chapter's rows, and its pipelines table (cost, Pareto front).
 
-Every choice (the `lin` ridge and mode, the healing learning rate and KD temperature) is made by
-`pick_on_validation`, which reads only the validation perplexity; test numbers are reported, never
-used to choose. `frontier_table` reads the rows (the table, the Pareto front, the verdicts).
+Every choice (the `lin` ridge and mode, the healing learning rate and KD temperature) is made by the declared
+searches (`searches`), on validation perplexity only; test numbers are reported, never used to choose. The
+sentences that state the chapter's results are computed in `verdicts`.
 """
 from __future__ import annotations
-
-import math
 
 from trsp_lib.compare import compare
 from trsp_lib.pipelines import parse
 
-VALIDATION = "ppl_wiki_val"  # the one metric every tuning decision in the frontier chapter reads
-
-
-def pick_on_validation(candidates: list[tuple[dict, dict]], metric: str = VALIDATION) -> tuple[dict, dict]:
-    """The (setting, row) with the lowest validation perplexity; ties go to the earlier (simpler) setting."""
-    scored = [(row.get(metric, math.inf), i) for i, (_, row) in enumerate(candidates)]
-    if not scored or all(math.isinf(s) for s, _ in scored):
-        raise ValueError(f"no candidate has {metric}; compute the rows first")
-    return candidates[min(scored)[1]]
-
-
-def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[dict], dict]:
-    """Run `label` once per grid point (`what` = "lin" or "heal"); return the record and the chosen point.
-
-    The record lists every setting with its validation and test perplexity (the chapter plots it)."""
-    selection = parse(label).selection
-    candidates = []
-    searched = compare_kw.pop("searched", None)
-    for point in grid:
-        rows = compare(methods=[selection], finetune_baselines=False, pipelines=[label], **{what: point}, **compare_kw)
-        candidates.append((point, next((r for r in rows if r["method"] == label), {})))  # {}: not computed yet
-        if searched is not None:  # every row the search read (its selection's own row too)
-            searched += [r for r in rows if r["method"] != "dense"]
-    best, _ = pick_on_validation(candidates)
-    record = [{"pipeline": label, "setting": setting_name(point), "PPL wiki (val)": row.get("ppl_wiki_val"),
-               "PPL news (val)": row.get("ppl_news_val"), "PPL wiki (test)": row.get("ppl_wiki"),
-               "PPL news (test)": row.get("ppl_news"), "chosen": "yes" if point == best else ""}
-              for point, row in candidates]
-    return record, best
-
-
-def setting_name(point: dict) -> str:
-    """{'alpha': 0.0, 'sequential': False} -> 'alpha 0, from dense'; {'lr': 1e-4, 'temperature': 1} -> 'lr 1e-04, T 1'."""
-    if "alpha" in point:
-        return f"alpha {point['alpha']:g}, " + ("sequential" if point["sequential"] else "from dense")
-    scope = f", last {point['last']} layers + head" if point.get("last") else ""
-    return f"lr {point['lr']:.0e}, T {point['temperature']:g}{scope}"
+from .searches import edge_check, search
 
 
 def study(model: str, ratio: float, selections: str, search_selection: str, lin_grid: list[dict],
@@ -95,17 +57,6 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
             "searched": searched}
 
 
-def edge_check(label: str, chosen: dict, edge: dict, **compare_kw) -> dict:
-    """The chosen healing point against one point past the declared grid, on validation only and after the choice,
-    so the rows keep the declared choice either way: does a wider grid move it? {'point', 'val', 'chosen_val',
-    'test', 'moves', 'record'} (the record's line is marked as the check, never as chosen)."""
-    record, best = search(label, [chosen, edge], "heal", **compare_kw)
-    mine, past = record
-    past = {**past, "setting": past["setting"] + " (past the grid, checked after the choice)", "chosen": ""}
-    return {"point": edge, "val": past["PPL wiki (val)"], "chosen_val": mine["PPL wiki (val)"],
-            "test": past["PPL wiki (test)"], "moves": best == edge, "record": [past]}
-
-
 def second_model(model: str, base_methods: str, base_finetune: str, pipelines: str, lin: dict, heal: dict,
                  at_profile_lr: str = "", **compare_kw) -> list[dict]:
     """Rows of another model (dense first): the comparison chapter's plain and +ft rows of `base_methods`,
@@ -149,3 +100,80 @@ def kd_beside_ft(selections: str, lin: dict, kd: dict, tuned_ft: dict[str, dict]
                         "distillation / fine-tune": d / ft, "+ fine-tune, lr chosen on validation": tuned,
                         "distillation / that": d / tuned if tuned else None})
     return pd.DataFrame(out), read
+
+
+#: A healed perplexity above this leaves the model unusable whichever loss healed it (SmolLM2's dense: 26.75):
+#: such a selection (LaCo's merge) is reported apart, not counted in the loss-against-loss ratios.
+UNUSABLE = 1_000.0
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (cost, loss) points, True where no other point is at least as good in both and better in one."""
+    def dominated(i: int) -> bool:
+        ci, li = points[i]
+        return any((c <= ci and q <= li) and (c < ci or q < li) for j, (c, q) in enumerate(points) if j != i)
+    return [not dominated(i) for i in range(len(points))]
+
+
+def on_gpu(row: dict) -> bool:
+    """Whether a row was computed on a GPU (its provenance names one)."""
+    return bool((row.get("provenance") or {}).get("cuda"))
+
+
+def _steps(label: str) -> tuple[str, ...]:
+    return tuple(s.name for s in parse(label).steps[1:])
+
+
+def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
+    """(minutes on 2 CPU cores, estimated?) of a pipeline row. A row computed on a GPU is costed from the CPU
+    rows beside it: its selection's own CPU row, plus each later step's CPU time taken from a CPU row with
+    that step (lin from `x+lin`, ft from `x+ft`, kd from `x+kd` or `x+lin+kd` less lin, else at least ft's): a
+    step's time does not depend on its settings (the same passes and optimizer steps)."""
+    if not on_gpu(row):
+        return row["prune_s"] / 60, False
+    cpu = {r["method"]: r for r in rows if not on_gpu(r) and r["method"] != "dense"}
+    by_steps = {_steps(m): r.get("ft_s") or 0.0 for m, r in cpu.items() if _steps(m)}
+    lin, ft = by_steps.get(("lin",), 0.0), by_steps.get(("ft",), 0.0)
+    kd = by_steps.get(("kd",)) or max(by_steps.get(("lin", "kd"), lin) - lin, 0.0)
+    step_s = {"lin": lin, "ft": ft, "kd": kd or ft}  # no CPU kd row: at least a fine-tune's (same steps + a teacher)
+    base = parse(row["method"]).selection  # trsp:kd is costed as TRSP's own run
+    select = cpu.get(base, {}).get("prune_s", 0.0)
+    return (select + sum(step_s[s] for s in _steps(row["method"]))) / 60, True
+
+
+def heal_lr(row: dict) -> float | None:
+    """The learning rate a healed row (or TRSP, which trains) ran at, from its key's config; None for the rest."""
+    p = parse(row["method"])
+    return (row.get("params") or {}).get("config", {}).get("lr") if p.trains else None
+
+
+def scope_name(row: dict) -> str:
+    """' (last 3 + head)' for a row healed only in its last layers and LM head; '' for the rest."""
+    last = (row.get("params") or {}).get("config", {}).get("heal_last", 0)
+    return f" (last {last} + head)" if last else ""
+
+
+def pipelines_table(rows: list[dict]):
+    """One line per pipeline (rows[0] is dense): perplexities, the validation score, cost, Pareto membership."""
+    import pandas as pd
+
+    dense = rows[0]
+    costs = [cpu_minutes(r, rows) for r in rows[1:]]
+    t = pd.DataFrame([{"pipeline": r["method"] + scope_name(r), **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
+                       "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
+                       "zero-shot": r.get("zs_avg"), "lr": heal_lr(r), "CPU min": minutes,
+                       "cost": "estimated" if estimated else "measured", "trains": parse(r["method"]).trains,
+                       "TRSP": parse(r["method"]).selection == "trsp"}
+                      for r, (minutes, estimated) in zip(rows[1:], costs)])
+    t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
+    t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
+    return t.sort_values("PPL wiki").reset_index(drop=True)
+
+
+def describe(label: str) -> dict[str, str]:
+    """Human names for a row label: selection, weight edit, healing."""
+    if label == "dense":
+        return {"selection": "none (dense)", "compensation": "-", "healing": "-"}
+    p = parse(label)
+    return {"selection": p.select.title, "compensation": " + ".join(e.title for e in p.edits) or "none",
+            "healing": p.heal.title if p.heal else "none"}

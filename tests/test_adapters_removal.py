@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from trsp_lib.surgery.adapters import ADAPTERS, UnsupportedArchitecture, get_adapter, get_layers, scale_branch_output
 from trsp_lib.models import ModelNotFound, load_model
 from trsp_lib.tiny import TINY_ARCHS, tiny_model, tiny_tokenizer
-from trsp_lib.surgery.removal import _update_config, remove_layers, save_model
+from trsp_lib.surgery.removal import shrink_config, remove_layers, save_model
 
 ARCHS = ["llama", "qwen2", "mistral", "gemma3", "opt", "gpt2", "phi"]
 EXTRA = [a for a in TINY_ARCHS if a not in ARCHS]  # qwen3, gemma2, gemma3-multimodal: cheap to check too
@@ -185,7 +185,7 @@ def test_heterogeneous_per_layer_config_is_rekeyed():
     from transformers import LlamaConfig
 
     cfg = LlamaConfig(num_hidden_layers=4, per_layer_config={1: {"intermediate_size": 7}, 3: {"intermediate_size": 9}})
-    _update_config(cfg, keep=[0, 3], n=4)
+    shrink_config(cfg, keep=[0, 3], n=4)
     assert cfg.num_hidden_layers == 2
     assert cfg.per_layer_config[1].intermediate_size == 9 and cfg.per_layer_config[0].intermediate_size != 7
 

@@ -98,7 +98,7 @@ def test_a_run_at_layer_zero_is_removed_uncompensated():
 
 
 def test_pick_on_validation_reads_only_the_validation_metric():
-    from study.frontier import pick_on_validation
+    from study.searches import pick_on_validation
 
     cands = [({"a": 0}, {"ppl_wiki_val": 50.0, "ppl_wiki": 10.0}), ({"a": 1}, {"ppl_wiki_val": 40.0, "ppl_wiki": 99.0})]
     assert pick_on_validation(cands)[0] == {"a": 1}  # the better test number of the first does not matter
@@ -107,13 +107,14 @@ def test_pick_on_validation_reads_only_the_validation_metric():
 
 
 def test_pareto_front():
-    from study.frontier_table import pareto_front
+    from study.frontier import pareto_front
 
     assert pareto_front([(1, 10), (2, 5), (3, 6), (0.5, 20), (2, 5)]) == [True, True, False, True, True]
 
 
 def test_findings_pick_the_best_pipeline_on_validation_not_test():
-    from study.frontier_table import findings, pipelines_table
+    from study.verdicts import findings
+    from study.frontier import pipelines_table
 
     def row(method, test, val, s=60.0):
         return {"method": method, "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s}
@@ -155,7 +156,7 @@ def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch
 def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
     import pandas as pd
 
-    from study.frontier_table import kd_verdict
+    from study.verdicts import kd_verdict
 
     cols = ["selection", "alone", "+ fine-tune", "+ distillation", "distillation / fine-tune",
             "+ fine-tune, lr chosen on validation", "distillation / that"]
@@ -178,7 +179,7 @@ def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
 
 
 def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypatch):
-    from study import frontier
+    from study import searches
 
     val = {3e-4: 40.0, 1e-3: 38.0}  # the point past the grid is better on validation
     test = {3e-4: 45.0, 1e-3: 60.0}  # ... and worse on test, which must not matter
@@ -187,19 +188,20 @@ def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypat
         return [{"method": "dense", "key": "d"}, {"method": pipelines[0], "key": str(heal["lr"]),
                                                   "ppl_wiki_val": val[heal["lr"]], "ppl_wiki": test[heal["lr"]]}]
 
-    monkeypatch.setattr(frontier, "compare", fake)
+    monkeypatch.setattr(searches, "compare", fake)
     chosen, past = {"lr": 3e-4, "temperature": 1.0}, {"lr": 1e-3, "temperature": 1.0}
     searched: list = []
-    e = frontier.edge_check("sleb+lin+kd", chosen, past, lin={}, searched=searched)
+    e = searches.edge_check("sleb+lin+kd", chosen, past, lin={}, searched=searched)
     assert e["moves"] and (e["val"], e["chosen_val"], e["test"]) == (38.0, 40.0, 60.0)
     assert e["record"][0]["chosen"] == "" and "past the grid" in e["record"][0]["setting"]
     assert {r["key"] for r in searched} == {"0.0003", "0.001"}  # both rows count as read (the cache-key test)
     val[1e-3] = 41.0
-    assert not frontier.edge_check("sleb+lin+kd", chosen, past, lin={})["moves"]
+    assert not searches.edge_check("sleb+lin+kd", chosen, past, lin={})["moves"]
 
 
 def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
-    from study.frontier_table import findings, pipelines_table
+    from study.verdicts import findings
+    from study.frontier import pipelines_table
 
     rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0},
             {"method": "sleb+lin+kd", "ppl_wiki": 30.0, "ppl_news": 30.0, "ppl_wiki_val": 25.0, "prune_s": 600.0}]
@@ -214,7 +216,8 @@ def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
 
 
 def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_the_best_fine_tune():
-    from study.frontier_table import pipelines_table, second_verdict
+    from study.frontier import pipelines_table
+    from study.verdicts import second_verdict
 
     lrs = {"sleb+ft": 2e-5, "shortgpt+ft": 2e-5, "sleb+lin+kd": 3e-4, "sleb+kd": 2e-5, "trsp": 2e-5, "sleb": 9.0}
     rows = [{"method": m, "ppl_wiki": v, "ppl_news": v, "prune_s": 60.0, "params": {"config": {"lr": lrs.get(m)}}}
@@ -233,8 +236,9 @@ def test_second_verdict_compares_each_pipeline_with_its_selection_and_kd_with_th
 
 
 def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_healing():
-    from study.frontier import setting_name
-    from study.frontier_table import findings, pipelines_table
+    from study.searches import setting_name
+    from study.verdicts import findings
+    from study.frontier import pipelines_table
 
     assert setting_name({"lr": 3e-4, "temperature": 1.0, "last": 3}) == "lr 3e-04, T 1, last 3 layers + head"
     assert setting_name({"lr": 3e-4, "temperature": 1.0}) == "lr 3e-04, T 1"

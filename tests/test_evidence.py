@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study import evidence
-from study.analysis import beyond_spread, paired_bootstrap, seed_spread
+from study import evidence, searches
+from study.stats import beyond_spread, paired_bootstrap, seed_spread
 from trsp_lib.method.config import TRSPConfig, config_key
 from trsp_lib.zeroshot import pack_items, unpack_items
 
@@ -67,10 +67,10 @@ def test_search_is_declared_and_greedy_on_validation_only():
             rows.append({"ppl_wiki_val": val, "ppl_wiki": test, "ppl_news": test})
         return rows
 
-    out = evidence.search_trsp(evaluate)
+    out = searches.search_trsp(evaluate)
     assert out["best"] == {"lambda1": 0.01, "stage2_mode": "sequential"}
-    assert len(calls[0]) == 1 + sum(len(v) for v in evidence.KNOBS.values()) + len(evidence.JOINT)
-    assert len(out["record"]) <= evidence.MAX_RUNS
+    assert len(calls[0]) == 1 + sum(len(v) for v in searches.KNOBS.values()) + len(searches.JOINT)
+    assert len(out["record"]) <= searches.MAX_RUNS
     assert [r["setting"] for r in out["record"] if r["chosen"]] == ["lambda1=0.01, stage2_mode=sequential"]
 
 
@@ -82,7 +82,7 @@ def test_key_records_arithmetic_not_machine():
 
 
 def test_gpu_rows_are_costed_from_cpu_rows():
-    from study.frontier_table import cpu_minutes
+    from study.frontier import cpu_minutes
 
     gpu = {"provenance": {"cuda": "NVIDIA H200"}}
     rows = [{"method": "dense"}, {"method": "sleb", "prune_s": 600.0},
@@ -98,7 +98,7 @@ def test_gpu_rows_are_costed_from_cpu_rows():
 def test_one_seed_claims_read_the_relative_table():
     import pandas as pd
 
-    from study.analysis import ABLATION_CLAIMS, one_seed_claims, paper_evidence, relative
+    from study.paper import ABLATION_CLAIMS, one_seed_claims, paper_evidence, relative
 
     ours = pd.DataFrame([
         {"model": "m", "method": "dense", "ppl": 10.0, "acc": 50.0, "acc_se": 1.0},

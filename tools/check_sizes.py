@@ -1,5 +1,6 @@
-"""Size limits of the library: no module over 300 lines, no function over 60 (decorators and docstring
-included), no block of 6 or more lines repeated (blank and comment lines ignored).
+"""Size limits of the library and the study's code (trsp_lib/ and study/, every subfolder): no module over
+300 lines, no function over 60 (decorators and docstring included), no block of 6 or more lines repeated
+(blank and comment lines ignored).
 
     .venv/bin/python tools/check_sizes.py          # what `make lint` (part of `make test`) runs
 
@@ -14,37 +15,40 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = (ROOT / "trsp_lib", ROOT / "study")
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 REPEAT_LINES = 6
 EXEMPT: set[str] = set()  # modules allowed over the limits (none)
 
 
-def sizes(package: Path = ROOT / "trsp_lib") -> tuple[dict[str, int], dict[str, int]]:
+def modules(packages: tuple[Path, ...] = PACKAGES) -> list[tuple[str, Path]]:
+    """(name relative to the repository, path) of every module in `packages` and their subfolders."""
+    found = [p for package in packages for p in sorted(package.rglob("*.py"))]
+    return [(str(p.relative_to(ROOT)), p) for p in found if p.name not in EXEMPT]
+
+
+def sizes(packages: tuple[Path, ...] = PACKAGES) -> tuple[dict[str, int], dict[str, int]]:
     """(lines per module, lines per function as "module:qualified name")."""
-    modules, functions = {}, {}
-    for path in sorted(package.glob("*.py")):
-        if path.name in EXEMPT:
-            continue
+    lines, functions = {}, {}
+    for name, path in modules(packages):
         text = path.read_text()
-        modules[path.name] = len(text.splitlines())
-        for node, name in _functions(ast.parse(text)):
+        lines[name] = len(text.splitlines())
+        for node, qual in _functions(ast.parse(text)):
             start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            functions[f"{path.name}:{name}"] = node.end_lineno - start + 1
-    return modules, functions
+            functions[f"{name}:{qual}"] = node.end_lineno - start + 1
+    return lines, functions
 
 
-def repeated_blocks(package: Path = ROOT / "trsp_lib") -> list[str]:
+def repeated_blocks(packages: tuple[Path, ...] = PACKAGES) -> list[str]:
     """Every window of REPEAT_LINES code lines that occurs more than once, as "file:line, file:line"."""
     seen: dict[tuple, list[str]] = {}
-    for path in sorted(package.glob("*.py")):
-        if path.name in EXEMPT:
-            continue
+    for name, path in modules(packages):
         code = [(i, line.strip()) for i, line in enumerate(path.read_text().splitlines(), 1)
                 if line.strip() and not line.strip().startswith("#")]
         for k in range(len(code) - REPEAT_LINES + 1):
             window = tuple(line for _, line in code[k:k + REPEAT_LINES])
-            seen.setdefault(window, []).append(f"{path.name}:{code[k][0]}")
+            seen.setdefault(window, []).append(f"{name}:{code[k][0]}")
     return [", ".join(places) for places in seen.values() if len(places) > 1]
 
 
@@ -61,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--report", action="store_true", help="also list the five largest modules and functions")
     args = ap.parse_args(argv)
-    modules, functions = sizes()
-    bad = [f"{m}: {n} lines (limit {MAX_MODULE_LINES})" for m, n in modules.items() if n > MAX_MODULE_LINES]
+    lines, functions = sizes()
+    bad = [f"{m}: {n} lines (limit {MAX_MODULE_LINES})" for m, n in lines.items() if n > MAX_MODULE_LINES]
     bad += [f"{f}: {n} lines (limit {MAX_FUNCTION_LINES})" for f, n in functions.items() if n > MAX_FUNCTION_LINES]
     bad += [f"{REPEAT_LINES} lines repeated at {places}" for places in repeated_blocks()]
     if args.report:
-        for title, table in (("modules", modules), ("functions", functions)):
+        for title, table in (("modules", lines), ("functions", functions)):
             top = sorted(table.items(), key=lambda kv: -kv[1])[:5]
             print(f"largest {title}: " + ", ".join(f"{k} {v}" for k, v in top))
     for line in bad:

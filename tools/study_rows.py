@@ -29,10 +29,10 @@ def _init(threads: int) -> None:
 
 def job(kind: str, kw: dict):
     """One unit of work in a worker: a compare call, a TRSP search point, a healing-lr search."""
-    from study import evidence
+    from study import searches
     from trsp_lib import compare
 
-    fn = {"compare": compare.compare, "trsp_point": evidence.trsp_point, "search_heal": evidence.search_heal}[kind]
+    fn = {"compare": compare.compare, "trsp_point": searches.trsp_point, "search_heal": searches.search_heal}[kind]
     out = fn(**kw)
     return out if kind in ("trsp_point", "search_heal") else None
 
@@ -82,12 +82,12 @@ class Driver:
 
 
 def phase_a(d: Driver) -> None:
-    from study import evidence
+    from study import evidence, searches
     f = evidence.FRONTIER
     jobs = [d.compare_job(methods=[], limit=d.a.main_limit)]
     jobs += [d.compare_job(methods=["trsp", "shortgpt", "sleb"], limit=d.a.main_limit, overrides={"seed": s})
              for s in evidence.SEEDS]
-    points = [{}] + [p for ps in evidence.KNOBS.values() for p in ps] + evidence.JOINT
+    points = [{}] + [p for ps in searches.KNOBS.values() for p in ps] + searches.JOINT
     jobs += [("trsp_point", {"point": p, "machine": d.machine, "model": d.a.model, "dtype": "float32"}) for p in points]
     jobs += [("search_heal", {"selection": s, "machine": d.machine, "model": d.a.model, "dtype": "float32"})
              for s in ("shortgpt", "sleb")]
@@ -101,21 +101,21 @@ def phase_a(d: Driver) -> None:
 def phase_b(d: Driver) -> dict:
     """The choices (each read off validation rows computed in phase A), then the rows that need them; the
     TRSP search's greedy round runs in a thread beside the other rows, the tuned rows last."""
-    from study import evidence, frontier
+    from study import evidence, searches
     f, common = evidence.FRONTIER, {"model": d.a.model, "ratios": [0.25], "speed": False, "limit": d.a.frontier_limit, "dtype": "float32",
                            "overrides": {**d.machine, "seed": 0, "calib": "wiki"}, "zs_batch_size": d.a.zs_batch}
-    heal_lr = {s: evidence.search_heal(s, machine=d.machine, model=d.a.model, dtype="float32")[1]["lr"]
+    heal_lr = {s: searches.search_heal(s, machine=d.machine, model=d.a.model, dtype="float32")[1]["lr"]
                for s in ("shortgpt", "sleb")}
-    lin = frontier.search("sleb+lin", f["lin_grid"], "lin", **common)[1]
-    kd = frontier.search("sleb+lin+kd", f["heal_grid"], "heal", lin=lin, **common)[1]
-    ft = frontier.search("sleb+lin+ft", [h for h in f["heal_grid"] if h["temperature"] == 1.0], "heal", lin=lin,
+    lin = searches.search("sleb+lin", f["lin_grid"], "lin", **common)[1]
+    kd = searches.search("sleb+lin+kd", f["heal_grid"], "heal", lin=lin, **common)[1]
+    ft = searches.search("sleb+lin+ft", [h for h in f["heal_grid"] if h["temperature"] == 1.0], "heal", lin=lin,
                          **common)[1]
     evaluate = lambda pts: d.many([("trsp_point", {"point": p, "machine": d.machine, "model": d.a.model,  # noqa: E731
                                                    "dtype": "float32"}) for p in pts])
     jobs = [d.compare_job(methods=f["selections"], pipelines=[label], lin=lin, heal=kd if label.endswith("kd") else ft,
                           limit=d.a.frontier_limit) for label in f["healed_pipelines"].split(",")]
     with cf.ThreadPoolExecutor(1) as thread:
-        searching = thread.submit(evidence.search_trsp, evaluate)
+        searching = thread.submit(searches.search_trsp, evaluate)
         for s in evidence.SEEDS:
             for suffix, call in evidence.main_calls({}, heal_lr, lin, kd, s, d.machine):
                 if not suffix:  # the tuned TRSP rows wait for the search

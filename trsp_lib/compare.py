@@ -21,7 +21,7 @@ from .data import calibration_batches, window_key
 from .evaluation import perplexities
 from .log import say
 from .models import count_layers, load_model, load_tokenizer
-from .pipelines import SELECTIONS, STUDY, Job, Pipeline, check_options, finish, parse, select
+from .pipelines import HEAL_DEFAULT, LIN_DEFAULT, SELECTIONS, STUDY, Job, Pipeline, finish, parse, select
 from .profiles import EvalSettings, load
 from .provenance import atomic_path, param_key, provenance, write_json_atomic
 from .surgery.removal import remove_layers, save_model
@@ -51,6 +51,23 @@ def labels(methods: list[str], tuned: list[str]) -> list[str]:
     """The rows at one ratio, in table order: every method, then `method+ft` for the tuned baselines
     (a selection that already spends the training budget, TRSP, gets no +ft control)."""
     return methods + [f"{m}+ft" for m in methods if m in tuned and not SELECTIONS[m].trains]
+
+
+def check_options(lin: dict, heal: dict) -> dict[str, dict]:
+    """The pipeline options with their defaults, {"lin": ..., "heal": ...}; one-line errors for options that would
+    silently compute nonsense (a negative ridge flips its sign)."""
+    unknown = sorted(set(lin) - set(LIN_DEFAULT)) + sorted(set(heal) - set(HEAL_DEFAULT))
+    if unknown:
+        raise ValueError(f"unknown pipeline option(s) {unknown}; lin takes {sorted(LIN_DEFAULT)}, heal {sorted(HEAL_DEFAULT)}")
+    if lin.get("alpha", 0.0) < 0:
+        raise ValueError(f"lin alpha must be >= 0 (a ridge, relative to mean diag(M^T M)), got {lin['alpha']}; try 0 or 1e-3")
+    if heal.get("temperature", 1.0) <= 0:
+        raise ValueError(f"heal temperature must be > 0, got {heal['temperature']}; the usual is 1")
+    if not isinstance(heal.get("last", 0), int) or heal.get("last", 0) < 0:
+        raise ValueError(f"heal last must be a whole number >= 0 (0: every weight heals), got {heal['last']!r}")
+    if heal.get("lr") is not None and heal["lr"] <= 0:
+        raise ValueError(f"heal lr must be > 0 (or None: the profile's), got {heal['lr']}")
+    return {"lin": {**LIN_DEFAULT, **lin}, "heal": {**HEAL_DEFAULT, **heal}}
 
 
 def evaluate(model, tok, evals: EvalSettings, zs: dict | None, validation: bool = False,

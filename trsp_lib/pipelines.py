@@ -1,21 +1,17 @@
 """The registry of pruning pipelines: a layer selection, then weight edits, then healing.
 
-A row of the study is a pipeline, named by its steps joined with "+": `sleb` (SLEB's layers
-deleted), `sleb+ft` (then plain fine-tuning with TRSP's step budget), `trsp` (TRSP selects and
-trains), `laco` (a selection that merges weights). Each step declares what it needs (calibration
-data, the dense model, training steps) and whether it changes weights, so `compare` and
-`trsp prune --baselines` run any pipeline through the same three calls: `parse`, `select`, `finish`.
-
-Adding a step is one entry here: a selection in `SELECTIONS`, an edit in `EDITS`, a healing step in
-`HEALS` (see the README, "Add a criterion or a healing step"). The row key of a pipeline gains an
-entry only when a new kind of step is present, so adding steps never changes a committed key.
+A row of the study is a pipeline, named by its steps joined with "+": `sleb` (SLEB's layers deleted), `sleb+ft`
+(then plain fine-tuning with TRSP's step budget), `trsp` (TRSP selects and trains), `sleb+lin+kd`. Each step
+declares its title, what it needs (calibration data, the dense model, training steps) and whether it trains or
+changes weights, so `compare` and `trsp prune --baselines` run any pipeline through `parse`, `select`, `finish`.
+Adding a step is one entry: a selection in `SELECTIONS`, an edit in `EDITS`, a healing step in `HEALS`. A row's
+key gains an entry only when a new kind of step is present, so adding steps never changes a committed key.
 """
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -105,12 +101,8 @@ def criterion(fn: Callable[..., list[int]], title: str = "", calib: bool = True,
                 changes_weights=edits_weights, criterion=calib)
 
 
-def _ft(job: Job) -> dict[str, Any]:
-    finetune(job.model, job.calib, job.budget, job.cfg)
-    return {}
-
-
-def _kd(job: Job) -> dict[str, Any]:
+def _heal(job: Job) -> dict[str, Any]:
+    """Fine-tune with TRSP's budget; distil instead when the step was given the dense model (kd)."""
     finetune(job.model, job.calib, job.budget, job.cfg, teacher=job.dense)
     return {}
 
@@ -139,23 +131,6 @@ LIN_DEFAULT = {"alpha": 0.0, "sequential": True}
 #: The pipeline rows' healing (and trsp:kd): lr None = the profile's; last 0 = every weight trains, k = only the
 #: last k layers and the LM head (a key records it only when k > 0: `config.LATER_FIELDS`).
 HEAL_DEFAULT = {"temperature": 1.0, "lr": None, "last": 0}
-
-
-def check_options(lin: dict, heal: dict) -> dict[str, dict]:
-    """The pipeline options with their defaults, {"lin": ..., "heal": ...}; one-line errors for options that would
-    silently compute nonsense (a negative ridge flips its sign)."""
-    unknown = sorted(set(lin) - set(LIN_DEFAULT)) + sorted(set(heal) - set(HEAL_DEFAULT))
-    if unknown:
-        raise ValueError(f"unknown pipeline option(s) {unknown}; lin takes {sorted(LIN_DEFAULT)}, heal {sorted(HEAL_DEFAULT)}")
-    if lin.get("alpha", 0.0) < 0:
-        raise ValueError(f"lin alpha must be >= 0 (a ridge, relative to mean diag(M^T M)), got {lin['alpha']}; try 0 or 1e-3")
-    if heal.get("temperature", 1.0) <= 0:
-        raise ValueError(f"heal temperature must be > 0, got {heal['temperature']}; the usual is 1")
-    if not isinstance(heal.get("last", 0), int) or heal.get("last", 0) < 0:
-        raise ValueError(f"heal last must be a whole number >= 0 (0: every weight heals), got {heal['last']!r}")
-    if heal.get("lr") is not None and heal["lr"] <= 0:
-        raise ValueError(f"heal lr must be > 0 (or None: the profile's), got {heal['lr']}")
-    return {"lin": {**LIN_DEFAULT, **lin}, "heal": {**HEAL_DEFAULT, **heal}}
 
 
 def _given(job: Job) -> dict[str, Any]:
@@ -187,9 +162,9 @@ EDITS: dict[str, Step] = {
                 key=lambda cfg, opts: {**LIN_DEFAULT, **opts}),
 }
 HEALS: dict[str, Step] = {
-    "ft": Step("ft", _ft, "plain LM fine-tuning of every weight with TRSP's optimizer, batches and step budget",
+    "ft": Step("ft", _heal, "plain LM fine-tuning of every weight with TRSP's optimizer, batches and step budget",
                "fine-tune", needs=frozenset({"calib", "steps"}), trains=True, options="heal", configure=_heal_config),
-    "kd": Step("kd", _kd, "distillation from the dense model (KL at a temperature), TRSP's batches and step budget",
+    "kd": Step("kd", _heal, "distillation from the dense model (KL at a temperature), TRSP's batches and step budget",
                "KD", needs=frozenset({"calib", "steps", "dense"}), trains=True, options="heal", configure=_heal_config,
                key=lambda cfg, opts: {"kind": "kd", "temperature": cfg.kd_temperature}),
 }
@@ -238,9 +213,8 @@ class Pipeline:
 
     def key_params(self, ratio: float, n: int, cfg: TRSPConfig, criterion_samples: int, budget: int,
                    options: dict[str, dict] | None = None) -> dict:
-        """What determines this row besides the shared data and evaluation (today's keys, exactly, for
-        today's steps; an edit or a new healing step adds its own entry only when present).
-        `options`: per step name, the settings its `key` records (e.g. a ridge, a temperature)."""
+        """What determines this row besides the shared data and evaluation; an edit or a healing step with a `key`
+        adds its entry only when present. `options`: per step, the settings its `key` records (a ridge, a T)."""
         options = options or {}
         params = {"method": self.label, "ratio": ratio, "n": n, "config": config_key(cfg),
                   "criterion_samples": criterion_samples if self.select.criterion else None,

@@ -12,12 +12,13 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
+from tqdm import tqdm
 
 from ..surgery.adapters import get_layers
 from .config import TRSPConfig
 from ..surgery.devices import input_device, on_cuda
 from ..surgery import distributed
+from ..log import progress
 from ..surgery.gating import Gating, attach_gates, detach_gates
 from .losses import kd_loss
 
@@ -175,7 +176,7 @@ def finetune(model: nn.Module, calib: torch.Tensor, steps: int, cfg: TRSPConfig 
     try:
         gate_opt, weight_opt, sched = optimizers(trainer.model, gating, cfg, trains, steps)
         zero = torch.zeros(())
-        with tqdm(total=steps, desc="distil" if teacher is not None else "fine-tune", unit="step") as bar:
+        with progress(total=steps, desc="distil" if teacher is not None else "fine-tune") as bar:
             trainer.run(0, steps, gate_opt, weight_opt, sched, regularizer=lambda k: zero, bar=bar)
         distributed.gather_into(trainer.model, model)
     finally:

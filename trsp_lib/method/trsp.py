@@ -12,13 +12,11 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm  # text bars: notebook widgets would be saved into the rendered book
-
 from ..surgery import distributed
 from .config import LATER_FIELDS, Budget, TRSPConfig, budget, config_key, layers_to_remove
 from ..surgery.devices import input_device
 from ..surgery.gating import Gating, attach_gates, detach_gates
-from ..log import quiet
+from ..log import progress, quiet
 from .losses import identity_penalty, l1_scales, relative_gap
 from ..surgery.removal import remove_layers
 from .training import TrainingDiverged, autocast, optimizers, Trainer, layer_index, batch_stream, finetune, kd_objective
@@ -58,7 +56,7 @@ def stage1(trainer: Trainer, n: int, pool: list[int]) -> list[int]:
     steps = cfg.steps_per_round * (n if cfg.one_shot else 1)
     selected: list[int] = []
     train_all = cfg.stage1_train == "all"
-    with tqdm(total=rounds * steps, desc=f"stage 1: select {n} layers", unit="step") as bar:
+    with progress(total=rounds * steps, desc=f"stage 1: select {n} layers") as bar:
         for r in range(rounds):
             opts = optimizers(trainer.model, gating, cfg, lambda name: train_all, steps)
             alive = [i for i in range(gating.n_layers) if i not in gating.skipped]
@@ -87,7 +85,7 @@ def stage2(trainer: Trainer, selected: list[int]) -> None:
         return
     start = {i: gating.scales[i].item() for i in selected}
     trains = _trains(cfg, selected)
-    with tqdm(total=cfg.stage2_steps, desc=f"stage 2: {cfg.stage2_mode} over {len(selected)} layers", unit="step") as bar:
+    with progress(total=cfg.stage2_steps, desc=f"stage 2: {cfg.stage2_mode} over {len(selected)} layers") as bar:
         for group, steps in _stage2_groups(cfg, selected):
 
             def penalty(k: int, group=group, steps=steps) -> torch.Tensor:

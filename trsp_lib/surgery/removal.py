@@ -51,7 +51,7 @@ def remove_layers(model: nn.Module, indices: Iterable[int]) -> nn.Module:
         _renumber(layers[old], adapter.layer_idx, old, new)
     set_layers(model, nn.ModuleList(layers[i] for i in keep))
     config = model.config.get_text_config(decoder=True)  # Gemma3ForConditionalGeneration: text_config
-    _update_config(config, keep, n)
+    shrink_config(config, keep, n)
     inner = model.get_submodule(adapter.layers.rpartition(".")[0])
     if hasattr(inner, "has_sliding_layers"):  # Qwen2/3 decide at init whether to build a sliding mask
         inner.has_sliding_layers = "sliding_attention" in (getattr(config, "layer_types", None) or [])
@@ -119,7 +119,7 @@ def _rescale_gpt2_queries(attn: nn.Module, old: int, new: int) -> None:
     attn.scaling = attn.scaling * (old + 1) / (new + 1)
 
 
-def _update_config(config, keep: list[int], n: int) -> None:
+def shrink_config(config, keep: list[int], n: int) -> None:
     spec = getattr(config, "_heterogeneity_spec", None)
     for key, value in list(config.to_dict().items()):
         if isinstance(value, (list, tuple)) and len(value) == n and "layer" in key and not key.endswith("_ids"):

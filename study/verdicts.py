@@ -1,11 +1,11 @@
-"""How the frontier chapter reads its rows: the pipelines table (cost, Pareto front) and the computed verdicts.
-
-`frontier` computes the rows (every choice on validation); this module only reads them: each sentence of
-chapter 9 that states a result is built here from the rows, so a rerun with other parameters restates it.
+"""What the chapters state, computed from their rows: each sentence of a verdict is built here, so a rerun with
+other parameters restates it (the frontier chapter's findings, distillation against fine-tuning, the second model).
 """
 from __future__ import annotations
 
 from trsp_lib.pipelines import parse
+
+from .frontier import UNUSABLE
 
 
 def second_verdict(t, pipelines: str) -> list[str]:
@@ -24,11 +24,6 @@ def second_verdict(t, pipelines: str) -> list[str]:
             lines.append(f"- `{label}` at lr {k.lr:g} against `{ft}` at lr {f.lr:g}: {k['PPL wiki']:.2f} against "
                          f"{f['PPL wiki']:.2f} ({k['PPL wiki'] / f['PPL wiki']:.2f}x).")
     return lines
-
-
-#: A healed perplexity above this leaves the model unusable whichever loss healed it (SmolLM2's dense: 26.75):
-#: such a selection (LaCo's merge) is reported apart, not counted in the loss-against-loss ratios.
-UNUSABLE = 1_000.0
 
 
 def kd_verdict(pairs) -> str:
@@ -61,69 +56,6 @@ def kd_verdict(pairs) -> str:
                  f"{number(b['+ fine-tune'])}, + distillation {number(b['+ distillation'])}): neither loss repairs its "
                  "model at this budget, so its ratio is left out. ")
     return text.strip()
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
-    """For (cost, loss) points, True where no other point is at least as good in both and better in one."""
-    def dominated(i: int) -> bool:
-        ci, li = points[i]
-        return any((c <= ci and q <= li) and (c < ci or q < li) for j, (c, q) in enumerate(points) if j != i)
-    return [not dominated(i) for i in range(len(points))]
-
-
-def on_gpu(row: dict) -> bool:
-    """Whether a row was computed on a GPU (its provenance names one)."""
-    return bool((row.get("provenance") or {}).get("cuda"))
-
-
-def _steps(label: str) -> tuple[str, ...]:
-    return tuple(s.name for s in parse(label).steps[1:])
-
-
-def cpu_minutes(row: dict, rows: list[dict]) -> tuple[float, bool]:
-    """(minutes on 2 CPU cores, estimated?) of a pipeline row. A row computed on a GPU is costed from the CPU
-    rows beside it: its selection's own CPU row, plus each later step's CPU time taken from a CPU row with
-    that step (lin from `x+lin`, ft from `x+ft`, kd from `x+kd` or `x+lin+kd` less lin, else at least ft's): a
-    step's time does not depend on its settings (the same passes and optimizer steps)."""
-    if not on_gpu(row):
-        return row["prune_s"] / 60, False
-    cpu = {r["method"]: r for r in rows if not on_gpu(r) and r["method"] != "dense"}
-    by_steps = {_steps(m): r.get("ft_s") or 0.0 for m, r in cpu.items() if _steps(m)}
-    lin, ft = by_steps.get(("lin",), 0.0), by_steps.get(("ft",), 0.0)
-    kd = by_steps.get(("kd",)) or max(by_steps.get(("lin", "kd"), lin) - lin, 0.0)
-    step_s = {"lin": lin, "ft": ft, "kd": kd or ft}  # no CPU kd row: at least a fine-tune's (same steps + a teacher)
-    base = parse(row["method"]).selection  # trsp:kd is costed as TRSP's own run
-    select = cpu.get(base, {}).get("prune_s", 0.0)
-    return (select + sum(step_s[s] for s in _steps(row["method"]))) / 60, True
-
-
-def heal_lr(row: dict) -> float | None:
-    """The learning rate a healed row (or TRSP, which trains) ran at, from its key's config; None for the rest."""
-    p = parse(row["method"])
-    return (row.get("params") or {}).get("config", {}).get("lr") if p.trains else None
-
-
-def scope_name(row: dict) -> str:
-    """' (last 3 + head)' for a row healed only in its last layers and LM head; '' for the rest."""
-    last = (row.get("params") or {}).get("config", {}).get("heal_last", 0)
-    return f" (last {last} + head)" if last else ""
-
-
-def pipelines_table(rows: list[dict]):
-    """One line per pipeline (rows[0] is dense): perplexities, the validation score, cost, Pareto membership."""
-    import pandas as pd
-
-    dense = rows[0]
-    costs = [cpu_minutes(r, rows) for r in rows[1:]]
-    t = pd.DataFrame([{"pipeline": r["method"] + scope_name(r), **describe(r["method"]), "PPL wiki": r["ppl_wiki"],
-                       "PPL news": r["ppl_news"], "PPL wiki (val)": r.get("ppl_wiki_val"),
-                       "zero-shot": r.get("zs_avg"), "lr": heal_lr(r), "CPU min": minutes,
-                       "cost": "estimated" if estimated else "measured", "trains": parse(r["method"]).trains,
-                       "TRSP": parse(r["method"]).selection == "trsp"}
-                      for r, (minutes, estimated) in zip(rows[1:], costs)])
-    t["x dense"] = t["PPL wiki"] / dense["ppl_wiki"]
-    t["Pareto"] = ["yes" if p else "" for p in pareto_front(list(zip(t["CPU min"], t["PPL wiki"])))]
-    return t.sort_values("PPL wiki").reset_index(drop=True)
 
 
 def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, heal_grid: list[dict] | None = None,
@@ -203,12 +135,3 @@ def scope_lines(t, run: dict, lrs: list[float] | None = None) -> list[str]:
             f"{' (estimated: that row ran on a GPU)' if b['cost'] == 'estimated' else ''} CPU minutes"
             + (f"; its lr is at an end of its grid ({', '.join(f'{x:g}' for x in sorted(lrs))}), so a wider grid "
                "might do better." if lrs and len(lrs) > 1 and scope["lr"] in (min(lrs), max(lrs)) else ".")]
-
-
-def describe(label: str) -> dict[str, str]:
-    """Human names for a row label: selection, weight edit, healing."""
-    if label == "dense":
-        return {"selection": "none (dense)", "compensation": "-", "healing": "-"}
-    p = parse(label)
-    return {"selection": p.select.title, "compensation": " + ".join(e.title for e in p.edits) or "none",
-            "healing": p.heal.title if p.heal else "none"}
