@@ -6,7 +6,7 @@ computation took (`wall_s`) and the machine it ran on (`provenance`). The sum of
 rerun from an empty cache costs on that machine. For the paper-scale commands (LLaMA-2 on a GPU,
 never run here) the note gives an estimate of GPU hours from FLOPs, with the arithmetic spelled out.
 
-    from trsp_lib.chapter import rerun_note
+    from study.chapter import rerun_note
     rerun_note("04_baselines", {"model": model, "ratio": ratio})               # last cell of a chapter
 """
 from __future__ import annotations

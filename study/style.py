@@ -2,7 +2,7 @@
 that show every row and column instead of pandas' `N rows x M columns` truncation.
 
 book/run_notebooks.py applies it to every kernel (`use()` from an IPython start-up file), so the
-notebooks need no styling code; a notebook run by hand gets it with `from trsp_lib.style import use; use()`.
+notebooks need no styling code; a notebook run by hand gets it with `from study.style import use; use()`.
 Sizes are in inches at the book's text column: a figure `width()` wide is shown at 1:1, so a 10 pt
 tick label reads as 10 pt on the page.
 """
