@@ -35,7 +35,8 @@ def main() -> int:
         return 1
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for m in tar.getmembers():
-            if m.isfile() and (m.name == "package/es5/tex-mml-chtml.js" or m.name.startswith("package/es5/output/chtml/fonts/woff-v2/")):
+            if m.isfile() and (m.name == "package/es5/tex-mml-chtml.js"
+                               or m.name.startswith("package/es5/output/chtml/fonts/woff-v2/")):
                 dest = OUT / m.name.removeprefix("package/es5/")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(tar.extractfile(m).read())

@@ -55,7 +55,8 @@ def digest(paths: list[Path]) -> str:
 def results_digest(results: Path) -> str:
     """Names and sizes of the cached results: a new or recomputed result re-executes the notebooks."""
     files = sorted(results.rglob("*.json")) if results.exists() else []
-    return hashlib.sha256("\n".join(f"{p.relative_to(results)}:{p.stat().st_size}" for p in files).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join(f"{p.relative_to(results)}:{p.stat().st_size}"
+                                    for p in files).encode()).hexdigest()[:16]
 
 
 def warnings_in(nb_path: Path) -> list[str]:
@@ -157,7 +158,8 @@ def run() -> int:
         rel = nb.relative_to(ROOT / "notebooks")
         dest = OUT / rel
         p = params[args.profile].get(name, {}) or {}
-        stamp = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib, results_digest(results)]).encode()).hexdigest()[:16]
+        stamp = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib,
+                                           results_digest(results)]).encode()).hexdigest()[:16]
         if dest.exists() and stamps.get(str(rel)) == stamp and not fresh:
             print(f"{rel}: unchanged, kept")
             continue
@@ -180,7 +182,8 @@ def run() -> int:
         rel = nb.relative_to(ROOT / "notebooks")
         if str(rel) in stamps and (not only or nb.stem in only):
             p = params[args.profile].get(nb.stem, {}) or {}
-            stamps[str(rel)] = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib, results_digest(results)]).encode()).hexdigest()[:16]
+            stamps[str(rel)] = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib,
+                                                          results_digest(results)]).encode()).hexdigest()[:16]
     stamps_path.write_text(json.dumps(stamps, indent=1))
     (OUT / f"times-{args.profile}.json").write_text(json.dumps(times, indent=1))
     report_fresh(used, OUT / f"fresh-{args.profile}.json")
@@ -199,10 +202,12 @@ def report_fresh(used: Path, out: Path) -> None:
     except FileNotFoundError:  # a results directory without gpu_check.json (the tiny book): no GPU rows to scale
         est = fresh_estimate(logs, ratio=(1.0, 1.0))
     out.write_text(json.dumps(est, indent=1))
-    per = ", ".join(f"{k} {duration(lo)}" + (f"-{duration(hi)}" if hi > lo + 1 else "") for k, (lo, hi) in est["chapters"].items())
-    print(f"FRESH=1 would recompute {est['n']} results: {duration(est['low_s'])}-{duration(est['high_s'])} on 2 CPU cores "
-          f"as recorded ({duration(est['cpu_s'])} on CPU, {duration(est['gpu_s'])} on a GPU scaled by the CPU/GPU ratio); "
-          f"{duration(est['least'][0])}-{duration(est['least'][1])} with each work at its least recorded CPU time: {per}")
+    per = ", ".join(f"{k} {duration(lo)}" + (f"-{duration(hi)}" if hi > lo + 1 else "")
+                    for k, (lo, hi) in est["chapters"].items())
+    print(f"FRESH=1 would recompute {est['n']} results: {duration(est['low_s'])}-{duration(est['high_s'])} "
+          f"on 2 CPU cores as recorded ({duration(est['cpu_s'])} on CPU, {duration(est['gpu_s'])} on a GPU scaled by "
+          f"the CPU/GPU ratio); {duration(est['least'][0])}-{duration(est['least'][1])} with each work at its least "
+          f"recorded CPU time: {per}")
 
 
 if __name__ == "__main__":

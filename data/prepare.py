@@ -229,7 +229,8 @@ def main() -> None:
     write("wiki_calib.txt", wiki_text(calib), len(calib), "articles")
     write("wiki_test.txt", wiki_text(test), len(test), "articles")
     write("news_calib.txt", "\n\n".join(stories[:NEWS_CALIB_STORIES]) + "\n", NEWS_CALIB_STORIES, "stories")
-    write("news_test.txt", "\n\n".join(stories[NEWS_CALIB_STORIES:]) + "\n", len(stories) - NEWS_CALIB_STORIES, "stories")
+    write("news_test.txt", "\n\n".join(stories[NEWS_CALIB_STORIES:]) + "\n", len(stories) - NEWS_CALIB_STORIES,
+          "stories")
     val = [a for a in calib if a[0] in WIKI_VAL_TITLES]
     write("wiki_val.txt", wiki_text(val), len(val), "articles")
     val_stories = read_news(members[NEWS_VAL_MEMBER], "latin-1")  # lee.cor is Latin-1 (a pound sign)

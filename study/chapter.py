@@ -62,7 +62,8 @@ def measured_cost(records: dict[str, dict] | None = None) -> Cost:
 
 
 def gpu_to_cpu() -> tuple[float, float]:
-    """(low, high) ratio of 2-core CPU to GPU wall time, from the rows computed on both (data/results/gpu_check.json)."""
+    """(low, high) ratio of 2-core CPU to GPU wall time, from the rows computed on both
+    (data/results/gpu_check.json)."""
     from trsp_lib.results import results_dir
 
     check = json.loads((results_dir() / "gpu_check.json").read_text())
@@ -80,7 +81,8 @@ def elapsed_s() -> float | None:
 
 
 def rerun_command(notebook: str, params: dict | None = None, out: str = "out.ipynb", env: str = "") -> str:
-    """`papermill notebooks/<notebook>.ipynb <out> -y '<params as JSON>'`; `env` is put in front (e.g. HF_HUB_OFFLINE=0)."""
+    """`papermill notebooks/<notebook>.ipynb <out> -y '<params as JSON>'`; `env` is put in front
+    (e.g. HF_HUB_OFFLINE=0)."""
     name = notebook if notebook.endswith(".ipynb") else f"{notebook}.ipynb"
     cmd = f"papermill notebooks/{name} {out}"
     if params:
@@ -116,15 +118,16 @@ def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | Non
     where = f"{'/'.join(map(str, cost.cpus))} CPU cores" if cost.cpus else "this machine"
     if cost.n_records:
         lines.append(f"**Cost, measured:** computing the {cost.n_records - cost.n_gpu} results this chapter reads that "
-                     f"were computed on CPU took {duration(cost.seconds)} on {where} (the sum of the wall times recorded with each result, "
-                     f"beside its provenance"
+                     f"were computed on CPU took {duration(cost.seconds)} on {where} (the sum of the wall times "
+                     f"recorded with each result, beside its provenance"
                      + (f"; {cost.untimed} without a recorded time" if cost.untimed else "") + ").")
         if cost.n_gpu:
             lo, hi = gpu_to_cpu()
-            lines[-1] += (f" {cost.n_gpu} of them were computed on an {cost.gpu} in float32 ({duration(cost.gpu_seconds)} "
-                          f"there, shared by 8 processes); on 2 CPU cores they would take about "
-                          f"{duration(lo * cost.gpu_seconds)}-{duration(hi * cost.gpu_seconds)} (the CPU / GPU ratio of "
-                          f"the rows computed on both, {lo:.1f}-{hi:.1f}x, data/results/gpu_check.json).")
+            lines[-1] += (f" {cost.n_gpu} of them were computed on an {cost.gpu} in float32 "
+                          f"({duration(cost.gpu_seconds)} there, shared by 8 processes); on 2 CPU cores they would "
+                          f"take about {duration(lo * cost.gpu_seconds)}-{duration(hi * cost.gpu_seconds)} "
+                          f"(the CPU / GPU ratio of the rows computed on both, {lo:.1f}-{hi:.1f}x, "
+                          "data/results/gpu_check.json).")
     else:
         lines.append("**Cost, measured:** this chapter reads no cached result; it computes everything it shows.")
     if page_s is not None:
@@ -133,8 +136,8 @@ def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | Non
     if paper:
         hours, text = gpu_hours(paper["n_params"], paper["train_tokens"], paper.get("forward_tokens", 0.0))
         lines += ["", f"**At the paper's scale** ({paper.get('what', 'LLaMA-2-7B on one GPU')}):", "", "```bash",
-                  paper["command"], "```", "", f"Estimate: {text}" + (f" ({paper['note']})" if paper.get("note") else "")
-                  + "."]
+                  paper["command"], "```", "",
+                  f"Estimate: {text}" + (f" ({paper['note']})" if paper.get("note") else "") + "."]
     return "\n".join(lines)
 
 

@@ -54,8 +54,8 @@ def main_calls(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seed
                            **({"limit": tuned_limit} if tuned_limit is not None else {})})]
     calls += [("", {"methods": [sel], "overrides": s, "pipelines": [f"{sel}+ft"], "heal": {"lr": heal_lr[sel]}})
               for sel in ("shortgpt", "sleb")]
-    calls.append(("", {"methods": ["sleb"], "overrides": s, "pipelines": ["sleb+lin"] + (["sleb+lin+kd"] if with_kd else []),
-                       "lin": lin, "heal": kd}))
+    calls.append(("", {"methods": ["sleb"], "overrides": s,
+                       "pipelines": ["sleb+lin"] + (["sleb+lin+kd"] if with_kd else []), "lin": lin, "heal": kd}))
     return calls
 
 
@@ -123,12 +123,15 @@ def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, st
         ppl = ("within seed spread" if not beyond_spread(pa, pb) else f"{a_name} lower" if max(pa) < min(pb)
                else f"{b_name} lower")
         items = all(any("zs_items" in r for r in main[x]) for x in (a, b))
-        zs = paired_bootstrap(main[a], main[b]) if items else {"diff": math.nan, "lo": math.nan, "hi": math.nan, "tasks": {}}
+        zs = (paired_bootstrap(main[a], main[b]) if items
+              else {"diff": math.nan, "lo": math.nan, "hi": math.nan, "tasks": {}})
         zv = ("not measured" if not items else "tie (interval holds 0)" if zs["lo"] <= 0 <= zs["hi"]
               else f"{a_name if zs['lo'] > 0 else b_name} higher")
-        out.append({"a": a, "b": b, "zs": zs, "claim": f"{a_name} beats {b_name}", "PPL wiki (A vs B)": f"{_pm(pa, 1)} vs {_pm(pb, 1)}",
-                    "PPL verdict": ppl, "zero-shot A - B [95% CI]": f"{zs['diff']:+.3f} [{zs['lo']:+.3f}, {zs['hi']:+.3f}]" if items else "-",
-                    "zero-shot verdict": zv, "holds": "yes" if ppl.startswith(a_name) and not zv.endswith(f"{b_name} higher")
+        out.append({"a": a, "b": b, "zs": zs, "claim": f"{a_name} beats {b_name}",
+                    "PPL wiki (A vs B)": f"{_pm(pa, 1)} vs {_pm(pb, 1)}", "PPL verdict": ppl,
+                    "zero-shot A - B [95% CI]": (f"{zs['diff']:+.3f} [{zs['lo']:+.3f}, {zs['hi']:+.3f}]"
+                                                 if items else "-"), "zero-shot verdict": zv,
+                    "holds": "yes" if ppl.startswith(a_name) and not zv.endswith(f"{b_name} higher")
                     else "no" if ppl.startswith(b_name) or zv.startswith(b_name) else "undecided"})
     return out
 

@@ -22,7 +22,8 @@ def study(model: str, ratio: float, selections: str, search_selection: str, lin_
     `heal_scope` {"last": k, "lrs": [...]}: the distillation row healing only the last k layers and the LM head
     (Lu et al.), its learning rate searched on validation; the chosen row joins the pipelines."""
     if heal_scope and not {"last", "lrs"} <= set(heal_scope):
-        raise ValueError(f"heal_scope needs 'last' and 'lrs', got {heal_scope}; e.g. {{'last': 3, 'lrs': [3e-4, 1e-3]}}")
+        raise ValueError(f"heal_scope needs 'last' and 'lrs', got {heal_scope}; "
+                         "e.g. {'last': 3, 'lrs': [3e-4, 1e-3]}")
     common = {"model": model, "ratios": [ratio], "speed": False, **compare_kw}
     searched: list[dict] = []
     lin_record, lin_best = search(f"{search_selection}+lin", lin_grid, "lin", searched=searched, **common)
@@ -85,7 +86,8 @@ def kd_beside_ft(selections: str, lin: dict, kd: dict, tuned_ft: dict[str, dict]
     out, read = [], []
     for sel in (x for x in selections.split(",") if x):
         rows = compare(methods=[sel], finetune_baselines=True, **common)
-        rows += compare(methods=[sel], finetune_baselines=False, pipelines=[f"{sel}+kd"], lin=lin, heal=kd, **common)[1:]
+        rows += compare(methods=[sel], finetune_baselines=False, pipelines=[f"{sel}+kd"], lin=lin, heal=kd,
+                        **common)[1:]
         read += rows
         by = {r["method"]: r for r in rows}
         tuned = None

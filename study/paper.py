@@ -50,7 +50,8 @@ def trsp_versus_best(name: str, t) -> list[dict]:
         out.append({"model": name, "TRSP vs": f"best {label}: {best}",
                     "PPL wiki (TRSP / it)": f"{tr['ppl_wiki']:.1f} / {b['ppl_wiki']:.1f}",
                     "PPL news (TRSP / it)": f"{tr['ppl_news']:.1f} / {b['ppl_news']:.1f}",
-                    "TRSP lower PPL in both domains": "yes" if tr["ppl_wiki"] < b["ppl_wiki"] and tr["ppl_news"] < b["ppl_news"] else "no",
+                    "TRSP lower PPL in both domains": ("yes" if tr["ppl_wiki"] < b["ppl_wiki"]
+                                                       and tr["ppl_news"] < b["ppl_news"] else "no"),
                     "zero-shot avg (TRSP - it)": f"{gap:+.3f} (s.e. {se:.3f})",
                     "zero-shot verdict": verdict(gap, se, "TRSP", best)})
     return out

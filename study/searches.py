@@ -46,7 +46,8 @@ def search(label: str, grid: list[dict], what: str, **compare_kw) -> tuple[list[
 
 
 def setting_name(point: dict) -> str:
-    """{'alpha': 0.0, 'sequential': False} -> 'alpha 0, from dense'; {'lr': 1e-4, 'temperature': 1} -> 'lr 1e-04, T 1'."""
+    """{'alpha': 0.0, 'sequential': False} -> 'alpha 0, from dense';
+    {'lr': 1e-4, 'temperature': 1} -> 'lr 1e-04, T 1'."""
     if "alpha" in point:
         return f"alpha {point['alpha']:g}, " + ("sequential" if point["sequential"] else "from dense")
     scope = f", last {point['last']} layers + head" if point.get("last") else ""
@@ -89,7 +90,8 @@ HEAL_LRS = (2e-5, 5e-5, 1e-4, 3e-4)
 
 def name(point: dict) -> str:
     """{'lambda1': 0.01, 'stage2_mode': 'sequential'} -> 'lambda1=0.01, stage2_mode=sequential'; {} -> 'default'."""
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(point.items())) or "default"
+    return (", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(point.items()))
+            or "default")
 
 
 def _val(row: dict | None) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 
 
-def speed_by_ratio(model: str, ratios: list[float], device: str = "cpu", seed: int = 0, **protocol) -> dict[float, dict]:
+def speed_by_ratio(model: str, ratios: list[float], device: str = "cpu", seed: int = 0,
+                   **protocol) -> dict[float, dict]:
     """Dense against the same model with `layers_to_remove(ratio)` layers removed, per ratio, cached.
 
     The layers are the reverse-order ones: speed depends on the shape only. `protocol`: prefill_len,

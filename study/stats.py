@@ -64,7 +64,8 @@ def paired_bootstrap(a: list[dict], b: list[dict], n_boot: int = 4000, seed: int
     avg = np.mean(boots, axis=0)
     lo, hi = np.quantile(avg, q)
     return {"diff": float(np.mean([p["diff"] for p in per_task.values()])), "lo": float(lo), "hi": float(hi),
-            "tasks": per_task, "n_items": {t: len(v) for t, v in ia.items()}, "n_seeds": (sum("zs_items" in r for r in a), sum("zs_items" in r for r in b))}
+            "tasks": per_task, "n_items": {t: len(v) for t, v in ia.items()},
+            "n_seeds": (sum("zs_items" in r for r in a), sum("zs_items" in r for r in b))}
 
 
 def seed_spread(values: list[float]) -> dict:

@@ -150,7 +150,8 @@ def label_points(ax, xs, ys, labels, fontsize: int = 8, min_gap: float = 11.0) -
     for x, y, text in sorted(zip(xs, ys, labels), key=lambda p: (to_px((p[0], p[1]))[1], p[0])):
         px, py = to_px((x, y))
         dy = 3.0
-        while any(abs(px - qx) < 8 * len(text) * pt * 0.6 and abs(py + dy * pt - qy) < min_gap * pt for qx, qy in placed):
+        while any(abs(px - qx) < 8 * len(text) * pt * 0.6 and abs(py + dy * pt - qy) < min_gap * pt
+                  for qx, qy in placed):
             dy += min_gap / 2
         placed.append((px, py + dy * pt))
         ax.annotate(text, (x, y), fontsize=fontsize, xytext=(3, dy), textcoords="offset points",

@@ -37,14 +37,16 @@ def kd_verdict(pairs) -> str:
     usable = pairs[pairs[["+ fine-tune", "+ distillation"]].min(axis=1) < UNUSABLE].sort_values("alone")
     broken = pairs.drop(usable.index)
     r, fair = usable["distillation / fine-tune"], usable["distillation / that"].dropna()
-    text = (f"Distillation gives the lower perplexity after {int((r < 1).sum())} of {len(usable)} selections against the "
-            f"comparison chapter's fine-tune (ratio {span(r)}), but that fine-tune ran at the profile's learning rate. "
+    text = (f"Distillation gives the lower perplexity after {int((r < 1).sum())} of {len(usable)} selections "
+            f"against the comparison chapter's fine-tune (ratio {span(r)}), but that fine-tune ran at the profile's "
+            "learning rate. "
             if len(usable) else "")
     if len(usable) > 2:
         trend = ("grows steadily" if r.is_monotonic_decreasing else "grows, not steadily" if r.iloc[-1] < r.iloc[0]
                  else "does not grow")
         text += (f"Its lead {trend} as the selection gets worse: {r.iloc[0]:.2f}x after the best selection alone "
-                 f"(`{usable.selection.iloc[0]}`), {r.iloc[-1]:.2f}x after the worst usable one (`{usable.selection.iloc[-1]}`). ")
+                 f"(`{usable.selection.iloc[0]}`), {r.iloc[-1]:.2f}x after the worst usable one "
+                 f"(`{usable.selection.iloc[-1]}`). ")
     if len(fair):
         where = ", ".join(usable.loc[fair.index, "selection"])
         text += (f"Where the fine-tune's learning rate was searched on validation too ({where}), distillation still "
@@ -89,11 +91,13 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
     ppl = dict(zip(t["pipeline"], t["PPL wiki"]))
     if {"trsp", "trsp+lin"} <= set(ppl):
         hurts = ppl["trsp+lin"] > ppl["trsp"]
-        lines.append(f"- **`lin` after TRSP** {'hurts' if hurts else 'helps'}: {ppl['trsp']:.2f} -> {ppl['trsp+lin']:.2f}. "
+        lines.append(f"- **`lin` after TRSP** {'hurts' if hurts else 'helps'}: {ppl['trsp']:.2f} -> "
+                     f"{ppl['trsp+lin']:.2f}. "
                      + ("Its maps make TRSP's kept layer before each cut reproduce the dense model's state after it, "
                         "but TRSP has retrained every kept weight, so the layers above expect TRSP's own states, not "
-                        "the dense ones. Fitting to TRSP's own model before deletion instead gives nothing to fit: with the default "
-                        "fade, stage 2 takes P's gates to 0, so that model already equals the deleted one (T = I)."
+                        "the dense ones. Fitting to TRSP's own model before deletion instead gives nothing to fit: "
+                        "with the default fade, stage 2 takes P's gates to 0, so that model already equals the "
+                        "deleted one (T = I)."
                         if hurts else ""))
     lines += scope_lines(t, run, scope_lrs)
     lin = run["lin"]
@@ -102,18 +106,19 @@ def findings(t, run: dict, free_goal: float = 55.0, budget_goal: float = 1.6, he
                  + "".join(f"; {name} lr {c['lr']:g} at temperature {c['temperature']:g}"
                            for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"])) if c))
     lrs = sorted({h["lr"] for h in heal_grid or []})
-    edge = [name for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"])) if c and lrs and c["lr"] == lrs[-1]]
+    edge = [name for name, c in (("fine-tune", run["ft"]), ("distillation", run["kd"]))
+            if c and lrs and c["lr"] == lrs[-1]]
     past = run.get("edge")
     if edge and past and past["val"] is not None:
-        lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}); one step past "
-                      f"it, lr {past['point']['lr']:g} gives validation perplexity {past['val']:.2f} against "
-                      f"{past['chosen_val']:.2f}: " + (
+        lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}); "
+                      f"one step past it, lr {past['point']['lr']:g} gives validation perplexity {past['val']:.2f} "
+                      f"against {past['chosen_val']:.2f}: " + (
                           "a wider grid would move the choice, so the healed rows below are short of their best "
                           f"(that point's wiki test: {past['test']:.2f}); they keep the declared grid's choice."
                           if past["moves"] else "the choice stands, so the grid's edge is not what limits the rows."))
     elif edge:
-        lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}): a larger one "
-                      "was not tried, so the healed rows may be short of their best.")
+        lines[-1] += (f". The {' and '.join(edge)} learning rate is the largest of the grid ({lrs[-1]:g}): "
+                      "a larger one was not tried, so the healed rows may be short of their best.")
     return lines
 
 

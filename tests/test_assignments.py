@@ -18,7 +18,8 @@ from trsp_lib.surgery.gating import attach_gates
 from trsp_lib.speed import forward_flops
 
 SOURCE = Path(__file__).resolve().parents[1] / "classroom" / "source"
-FUNCTION = {"a1_stage2_loss": "stage2_loss", "a2_new_criterion": "my_criterion", "a3_predict_speedup": "predict_speedup"}
+FUNCTION = {"a1_stage2_loss": "stage2_loss", "a2_new_criterion": "my_criterion",
+            "a3_predict_speedup": "predict_speedup"}
 
 
 def _checks(name: str, module: str):
@@ -33,7 +34,8 @@ a1 = _checks("a1_stage2_loss", "a1_checks")
 a2 = _checks("a2_new_criterion", "a2_checks")
 a3 = _checks("a3_predict_speedup", "a3_checks")
 check_stage2_loss, check_criterion = a1.check_stage2_loss, a2.check_criterion
-check_speedup_prediction, speedup_cases, _flops, _llama = a3.check_speedup_prediction, a3.speedup_cases, a3._flops, a3._llama
+check_speedup_prediction, speedup_cases, _flops, _llama = (a3.check_speedup_prediction, a3.speedup_cases, a3._flops,
+                                                           a3._llama)
 
 
 def notebook(name: str) -> dict:
@@ -137,7 +139,8 @@ def test_teacher_notebooks_are_clean_nbgrader_sources(name):
 def test_the_checks_files_share_one_common_block():
     """The three checks files ship alone with their assignment, so the common helpers are copied: keep them equal."""
     blocks = {(SOURCE / n / f"{m}.py").read_text().split("FILL_IN = ", 1)[1].split("\n# ---- ", 1)[0]
-              for n, m in (("a1_stage2_loss", "a1_checks"), ("a2_new_criterion", "a2_checks"), ("a3_predict_speedup", "a3_checks"))}
+              for n, m in (("a1_stage2_loss", "a1_checks"), ("a2_new_criterion", "a2_checks"),
+                           ("a3_predict_speedup", "a3_checks"))}
     assert len(blocks) == 1
 
 
@@ -149,7 +152,8 @@ def _diff(x_in, x_out):
 
 def _with_l1(l2):
     """A wrong l2 variant that handles l1 correctly, so the l2 cases are the ones that fail."""
-    return lambda x_in, x_out, norm="l2": l2(_diff(x_in, x_out), x_in) if norm == "l2" else _diff(x_in, x_out).abs().sum(-1).mean()
+    return lambda x_in, x_out, norm="l2": (l2(_diff(x_in, x_out), x_in) if norm == "l2"
+                                           else _diff(x_in, x_out).abs().sum(-1).mean())
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -178,7 +182,8 @@ def _renamed(x_in, x_out, norm="l2"):
     return gap(x_out - x_in, norm)
 
 
-@pytest.mark.parametrize("wrong", [_direct, _renamed, lambda x_in, x_out, norm="l2": a1.identity_gap(x_out - x_in, norm)])
+@pytest.mark.parametrize("wrong", [_direct, _renamed,
+                                   lambda x_in, x_out, norm="l2": a1.identity_gap(x_out - x_in, norm)])
 def test_calling_the_librarys_identity_gap_loses_every_mark(wrong):
     loses_every_mark("a1_stage2_loss", wrong, "calling the library's reference implementation earns no marks")
 
@@ -259,7 +264,8 @@ def _speedup(weights, attention, head):
     """A student's formula from per-layer weights, attention FLOPs and head FLOPs (all per token sequence)."""
     def predict(n_layers, n_removed, hidden, vocab, seq_len, intermediate):
         def flops(layers):
-            return layers * (2 * seq_len * weights(hidden, intermediate) + attention(hidden, seq_len)) + head(hidden, vocab, seq_len)
+            return (layers * (2 * seq_len * weights(hidden, intermediate) + attention(hidden, seq_len))
+                    + head(hidden, vocab, seq_len))
         return flops(n_layers) / flops(n_layers - n_removed)
     return predict
 

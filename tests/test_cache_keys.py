@@ -59,7 +59,8 @@ def committed(monkeypatch):
     import trsp_lib  # noqa: F401  (the modules below import their helpers by name)
     import trsp_lib.compare  # noqa: F401
     for mod in [m for n, m in list(sys.modules.items()) if n.startswith("trsp_lib")]:
-        for name, fake in (("load_tokenizer", load_tokenizer), ("count_layers", count_layers), ("load_model", no_model)):
+        for name, fake in (("load_tokenizer", load_tokenizer), ("count_layers", count_layers),
+                           ("load_model", no_model)):
             if hasattr(mod, name):
                 monkeypatch.setattr(mod, name, fake)
     before = sorted(p.name for p in RESULTS.rglob("*.json"))
@@ -74,8 +75,8 @@ def study_calls() -> list[dict]:
     calls = []
     p = notebook_params("02_trsp")
     calls.append({**common, "model": p["model"], "methods": ["trsp"], "finetune_baselines": False, "limit": p["limit"],
-                  "overrides": {"calib": p["calib"], **p["overrides"], "seed": p["seed"], "device": p["device"]}, "speed": False,
-                  "eval_texts": p["eval_texts"]})
+                  "overrides": {"calib": p["calib"], **p["overrides"], "seed": p["seed"], "device": p["device"]},
+                  "speed": False, "eval_texts": p["eval_texts"]})
     p = notebook_params("03_importance")
     calls.append({**common, "model": p["model"], "methods": p["methods"], "finetune_baselines": False,
                   "limit": p["limit"], "criterion_samples": p["criterion_samples"],
@@ -84,12 +85,13 @@ def study_calls() -> list[dict]:
     for nb in ("04_baselines", "07_paper_and_us"):
         p = notebook_params(nb)
         ov = {"seed": p["seed"], "device": p["device"], "calib": p["calib"]}
-        calls.append({**common, "model": p["model"], "methods": p["methods"], "finetune_baselines": p.get("finetune", True),
-                      "limit": p["limit"], "criterion_samples": p["criterion_samples"], "overrides": ov,
-                      "eval_texts": p["eval_texts"]})
+        calls.append({**common, "model": p["model"], "methods": p["methods"],
+                      "finetune_baselines": p.get("finetune", True), "limit": p["limit"],
+                      "criterion_samples": p["criterion_samples"], "overrides": ov, "eval_texts": p["eval_texts"]})
         calls.append({**common, "model": p["second_model"], "methods": p["second_methods"],
                       "finetune_baselines": p["second_finetune"], "limit": p["limit"],
-                      "criterion_samples": p["second_criterion_samples"], "overrides": ov, "eval_texts": p["eval_texts"]})
+                      "criterion_samples": p["second_criterion_samples"], "overrides": ov,
+                      "eval_texts": p["eval_texts"]})
     p = notebook_params("04_baselines")
     for s in p["seeds"]:
         calls.append({**common, "model": p["model"], "ratios": p["sweep_ratios"], "methods": p["sweep_methods"],
@@ -100,13 +102,13 @@ def study_calls() -> list[dict]:
     for over in p["ablations"].values():
         calls.append({**common, "model": p["model"], "methods": ["trsp"], "finetune_baselines": False,
                       "limit": p["limit"] if over else p["default_limit"],
-                      "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"], **over}, "speed": False,
-                      "eval_texts": p["eval_texts"]})
+                      "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"], **over},
+                      "speed": False, "eval_texts": p["eval_texts"]})
     p = notebook_params("07_paper_and_us")
     for over in ({"one_shot": True}, {"stage2_steps": 0}, {"lambda2": 0.0}):
         calls.append({**common, "model": p["model"], "methods": ["trsp"], "finetune_baselines": False, "limit": 0,
-                      "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"], **over}, "speed": False,
-                      "eval_texts": p["eval_texts"]})
+                      "overrides": {"seed": p["seed"], "device": p["device"], "calib": p["calib"], **over},
+                      "speed": False, "eval_texts": p["eval_texts"]})
     return calls
 
 
@@ -126,7 +128,8 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
     p = notebook_params("09_instead")  # the frontier chapter: its searches and pipelines
     run = study(p["model"], p["ratio"], p["selections"], p["search_selection"], p["lin_grid"], p["heal_grid"],
                 p["lin_pipelines"], p["healed_pipelines"], heal_edge=p["heal_edge"], heal_scope=p["heal_scope"],
-                profile=p["profile"], limit=p["limit"], criterion_samples=p["criterion_samples"], cached_only=True, eval_texts=p["eval_texts"],
+                profile=p["profile"], limit=p["limit"], criterion_samples=p["criterion_samples"], cached_only=True,
+                eval_texts=p["eval_texts"],
                 overrides={"seed": p["seed"], "device": p["device"], "calib": p["calib"]})
     assert "not computed" not in capsys.readouterr().out
     found |= {r["key"] for r in run["rows"]} | {r["key"] for r in run["searched"]}
@@ -159,10 +162,12 @@ def test_every_committed_row_is_found_by_the_notebooks_calls(committed, capsys):
     p = notebook_params("07_paper_and_us")  # the main rows (00, 05 and 07 make the same calls) and their choices
     machine = {"device": p["device"]}
     chosen = evidence.choices(p["model"], p["ratio"], machine, profile=p["profile"], cached_only=True)
-    main = evidence.main_rows(chosen["tuned"], chosen["heal_lr"], chosen["lin"], chosen["kd"], seeds=tuple(p["main_seeds"]),
-                              limit=p["main_limit"], model=p["model"], ratio=p["ratio"], machine=machine,
+    main = evidence.main_rows(chosen["tuned"], chosen["heal_lr"], chosen["lin"], chosen["kd"],
+                              seeds=tuple(p["main_seeds"]), limit=p["main_limit"], model=p["model"], ratio=p["ratio"],
+                              machine=machine,
                               profile=p["profile"], tuned_seeds=tuple(p["tuned_seeds"]),
-                              tuned_zs_seeds=tuple(p["tuned_zs_seeds"]), kd_seeds=tuple(p["kd_seeds"]), cached_only=True)
+                              tuned_zs_seeds=tuple(p["tuned_zs_seeds"]), kd_seeds=tuple(p["kd_seeds"]),
+                              cached_only=True)
     assert "not computed" not in capsys.readouterr().out
     from trsp_lib.profiles import CPU_EVAL, get_profile
     assert get_profile("tuned") == {**CPU_EVAL, **chosen["tuned"]}  # the profile is the validation search's winner
@@ -188,7 +193,8 @@ def test_every_committed_notebook_result_is_found(committed):
                                      **window_key(_StandInTokenizer(BOS[p["model"]]))}, compute)
     assert set(scores) == {"shortgpt", "angular", "ppl", "taylor"}
     p = notebook_params("06_speed")
-    params = {k: p[k] for k in ("model", "device", "prefill_len", "gen_batch", "prompt_len", "new_tokens", "reps", "seed")}
+    params = {k: p[k] for k in ("model", "device", "prefill_len", "gen_batch", "prompt_len", "new_tokens", "reps",
+                                "seed")}
     runs = [cached("speed", {**params, "ratio": r}, compute) for r in p["ratios"]]
     assert [r["n_removed"] for r in runs] == [4, 8, 11, 15]
     assert len(list((committed / "speed").glob("*.json"))) == len(runs)

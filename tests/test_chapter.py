@@ -82,7 +82,8 @@ def test_fresh_estimate_pays_a_shared_record_once_and_scales_gpu_seconds(tmp_pat
                                           "/r/g.json": {"wall_s": 10.0, "provenance": {"cuda": "H200"}}})
     assert chapter.log_used("00_intro") is None  # no TRSP_USED_LOG: nothing written
     first = json.loads(chapter.log_used("00_intro", str(tmp_path)).read_text())
-    assert first == {"/r/a.json": {"s": 100.0, "gpu": False, "work": None}, "/r/g.json": {"s": 10.0, "gpu": True, "work": None}}
+    assert first == {"/r/a.json": {"s": 100.0, "gpu": False, "work": None},
+                     "/r/g.json": {"s": 10.0, "gpu": True, "work": None}}
     logs = {"00_intro": first, "07_paper": {"/r/a.json": first["/r/a.json"], "/r/b.json": {"s": 5.0, "gpu": False}}}
     est = chapter.fresh_estimate(logs, ratio=(8.0, 12.0))
     assert est["chapters"] == {"00_intro": (180.0, 220.0), "07_paper": (5.0, 5.0)}  # a.json paid by the first only
@@ -91,7 +92,8 @@ def test_fresh_estimate_pays_a_shared_record_once_and_scales_gpu_seconds(tmp_pat
 
 def test_rows_on_other_seeds_are_the_same_work_and_cost_the_least_recorded():
     def row(seed: int, method: str = "trsp") -> dict:
-        return {"params": {"method": method, "calib": ["wiki", 64, 256, seed], "config": {"seed": seed, "lambda1": 0.1}}}
+        return {"params": {"method": method, "calib": ["wiki", 64, 256, seed],
+                           "config": {"seed": seed, "lambda1": 0.1}}}
 
     assert chapter.work(row(0)) == chapter.work(row(2)) != chapter.work(row(0, "sleb"))
     assert chapter.work({"kind": "speed"}) is None

@@ -12,7 +12,8 @@ spec.loader.exec_module(cb)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None or importlib.util.find_spec("playwright") is None,
-                                   reason="needs chromium (apt-get install -y chromium) and playwright (requirements.txt)")
+                                   reason="needs chromium (apt-get install -y chromium) and playwright "
+                                   "(requirements.txt)")
 
 
 def _out(text: str, cls: str = "output stream highlight-myst-ansi") -> dict:
@@ -68,16 +69,19 @@ FIGURE = '<figure><img src="plot.svg" style="width: 100%"><figcaption><p>{captio
 OUTPUT = '<div class="cell_output docutils container"><div class="output {cls}"><pre>{text}</pre></div></div>'
 PAGES = {  # page -> (body inside the text column, the problem it must report; None: it must pass)
     "clean.html": (FIGURE.format(caption="A caption.") + "<table><tr><td>1</td><td>2</td></tr></table>"
-                   + "<pre>short code</pre><p>MyST roles look like <code>{doc}`page`</code>.</p>" + OUTPUT.format(cls="stream", text="perplexity 91.33"), None),
+                   + "<pre>short code</pre><p>MyST roles look like <code>{doc}`page`</code>.</p>"
+                   + OUTPUT.format(cls="stream", text="perplexity 91.33"), None),
     "log.html": (OUTPUT.format(cls="stream", text="[trsp-0.25] cached: rows/a.json"), "log line"),
     "stderr.html": (OUTPUT.format(cls="stderr", text="UserWarning: x"), "stderr output"),
     "repr.html": (OUTPUT.format(cls="text_plain", text="&lt;Figure size 640x480 with 1 Axes&gt;"), "raw object repr"),
     "wide_table.html": ('<div style="overflow-x: auto"><table><tr>' + "<td>column_name_long</td>" * 60
                         + "</tr></table></div>", "table wider than the column"),
-    "wide_code.html": ("<pre style='overflow-x: auto'>" + "x = 1; " * 200 + "</pre>", "code block wider than the column"),
+    "wide_code.html": ("<pre style='overflow-x: auto'>" + "x = 1; " * 200 + "</pre>",
+                       "code block wider than the column"),
     "markup.html": ("<p>```{admonition} How lin works :class: note</p>", "unrendered markup"),
     "no_caption.html": ('<img src="plot.svg" style="width: 100%">', "figure without a caption"),
-    "narrow.html": (FIGURE.format(caption="Small.").replace("width: 100%", "width: 40%"), "image narrower than the column"),
+    "narrow.html": (FIGURE.format(caption="Small.").replace("width: 100%", "width: 40%"),
+                    "image narrower than the column"),
     "broken.html": (FIGURE.format(caption="Gone.").replace("plot.svg", "missing.png"), "image does not render"),
 }
 
@@ -89,7 +93,8 @@ def site(tmp_path_factory):
     (html / "plot.svg").write_text(SVG)
     (html / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=clean.html" />')
     for name, (body, _) in PAGES.items():
-        (html / name).write_text(f"<!doctype html><html><head><title>{name}</title><style>figure {{ margin: 0 }}</style></head><body>"
+        (html / name).write_text(f"<!doctype html><html><head><title>{name}</title>"
+                                 "<style>figure { margin: 0 }</style></head><body>"
                                  f'<article class="bd-article" style="width: 700px">{body}</article></body></html>')
     return html
 

@@ -40,7 +40,8 @@ def test_prune_baselines_use_the_comparison_selection(tiny_model_dir, tmp_path, 
     layers = record["baseline_layers"]
     assert layers["same layers, untrained"] == record["removed"]
     assert layers["last 2 before final, untrained"] == [4, 3]
-    assert layers["shortgpt + equal-budget ft"] == layers["shortgpt, untrained"] and len(set(layers["shortgpt, untrained"])) == 2
+    assert (layers["shortgpt + equal-budget ft"] == layers["shortgpt, untrained"]
+            and len(set(layers["shortgpt, untrained"])) == 2)
     ppl = record["perplexity"]
     assert set(ppl) == {"dense", "trsp", *layers} and ppl["shortgpt + equal-budget ft"] != ppl["shortgpt, untrained"]
 
@@ -51,7 +52,8 @@ def test_eval_scores_a_text_file_with_and_without_layers(tiny_model_dir, tmp_pat
     assert main(["eval", "--model", str(tiny_model_dir), "--text", str(text), "--profile", "tiny"]) == 0
     full = capsys.readouterr().out
     assert "t.txt" in full and ": 6 layers" in full
-    assert main(["eval", "--model", str(tiny_model_dir), "--text", str(text), "--profile", "tiny", "--remove-layers", "1,2"]) == 0
+    assert main(["eval", "--model", str(tiny_model_dir), "--text", str(text), "--profile", "tiny",
+                 "--remove-layers", "1,2"]) == 0
     assert ": 4 layers" in capsys.readouterr().out
     assert main(["eval", "--model", str(tiny_model_dir), "--profile", "tiny", "--remove-layers", "9"]) == 2
     assert "out of range" in capsys.readouterr().err

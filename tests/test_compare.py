@@ -144,13 +144,15 @@ def test_same_layers_reuse_the_earlier_rows_scores(tiny_model_dir, results_dir, 
     assert by["angular+ft"]["ppl_news"] == by["reverse+ft"]["ppl_news"] != by["angular"]["ppl_news"]
     assert by["angular+ft"]["ft_s"] == by["reverse+ft"]["ft_s"] > 0
     assert 0 <= by["angular+ft"]["prune_s"] - (by["angular"]["prune_s"] + by["reverse+ft"]["ft_s"]) < 1.0  # + removal
-    assert by["shortgpt"]["removed"] == [1, 2] and "same_as" not in by["shortgpt"] and "same_as" not in by["shortgpt+ft"]
+    assert (by["shortgpt"]["removed"] == [1, 2] and "same_as" not in by["shortgpt"]
+            and "same_as" not in by["shortgpt+ft"])
 
 
 def test_zero_shot_stderr_is_binomial_over_the_average():
     from trsp_lib.zeroshot import zs_stderr
 
-    one = {"zs_average_metric": {"piqa": "acc_norm"}, "zs_n": {"piqa": 100}, "zs_piqa_acc_norm": 0.5, "zs_piqa_acc": 0.9}
+    one = {"zs_average_metric": {"piqa": "acc_norm"}, "zs_n": {"piqa": 100}, "zs_piqa_acc_norm": 0.5,
+           "zs_piqa_acc": 0.9}
     assert abs(zs_stderr(one) - 0.05) < 1e-12                 # sqrt(0.5 * 0.5 / 100), the metric the average uses
     two = {**one, "zs_average_metric": {"piqa": "acc_norm", "boolq": "acc"}, "zs_n": {"piqa": 100, "boolq": 100},
            "zs_boolq_acc": 0.5}
@@ -163,7 +165,8 @@ def test_finetune_only_the_listed_baselines(tiny_model_dir, results_dir):
                    criterion_samples=4, speed=False, finetune_baselines="reverse")
     assert [r["method"] for r in rows] == ["dense", "shortgpt", "reverse", "reverse+ft"]
     with pytest.raises(ValueError, match="unknown method"):
-        compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", profile="tiny", limit=0, finetune_baselines="nope")
+        compare(model=str(tiny_model_dir), ratios=[0.34], methods="reverse", profile="tiny", limit=0,
+                finetune_baselines="nope")
 
 
 def test_pipelines_compose_selection_edits_and_healing(tiny_model_dir, tmp_path, results_dir, capsys):

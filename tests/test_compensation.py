@@ -55,7 +55,8 @@ def test_fold_equals_applying_the_map_at_run_time(arch):
     model = tiny_model(arch, n_layers=3)
     diagonal = arch == "gemma3"
     g = torch.Generator().manual_seed(2)
-    T = torch.diag(1 + 0.2 * torch.randn(32, generator=g)) if diagonal else torch.eye(32) + 0.2 * torch.randn(32, 32, generator=g)
+    T = (torch.diag(1 + 0.2 * torch.randn(32, generator=g)) if diagonal
+         else torch.eye(32) + 0.2 * torch.randn(32, 32, generator=g))
     hook = branch_module(model, 1).register_forward_hook(lambda m, a, o: o @ T)
     with torch.no_grad():
         want = model(input_ids=CALIB).logits
@@ -124,7 +125,8 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
             row("sleb+lin+kd", 30.0, 25.0, 600.0), row("trsp", 90.0, None, 300.0),
             row("trsp+lin", 40.0, 20.0, 300.0)]  # trains while selecting: never "training-free"
     t = pipelines_table(rows)
-    lines = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None, "kd": {"lr": 1e-4, "temperature": 1.0}})
+    lines = findings(t, {"lin": {"alpha": 0.0, "sequential": False}, "ft": None,
+                         "kd": {"lr": 1e-4, "temperature": 1.0}})
     assert "`sleb+lin`" in lines[0] and "missed" not in lines[0]  # 50 <= 55: reached
     assert "`trsp+lin`" in lines[1] and "2.00x" in lines[1]  # the best that spends the budget, by validation
     assert "(by validation) is `trsp+lin`" in lines[2]  # plain trsp has no validation score: not a candidate
@@ -150,7 +152,8 @@ def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch
     monkeypatch.setattr(frontier, "compare", fake)
     pairs, read = frontier.kd_beside_ft("a,b", {"alpha": 0.0}, {"lr": 3e-4, "temperature": 1.0}, model="m")
     assert list(pairs["selection"]) == ["a"] and pairs.loc[0, "distillation / fine-tune"] == 50.0 / 60.0
-    assert ("a+kd" in {r["method"] for r in read}) and calls[1] == (["a"], False, ["a+kd"], {"lr": 3e-4, "temperature": 1.0})
+    assert ("a+kd" in {r["method"] for r in read}) and calls[1] == (["a"], False, ["a+kd"],
+                                                                    {"lr": 3e-4, "temperature": 1.0})
 
 
 def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
@@ -160,12 +163,14 @@ def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
 
     cols = ["selection", "alone", "+ fine-tune", "+ distillation", "distillation / fine-tune",
             "+ fine-tune, lr chosen on validation", "distillation / that"]
-    pairs = pd.DataFrame([["sleb", 76.0, 60.0, 45.0, 0.75, 50.0, 0.90], ["angular", 310.0, 94.5, 56.2, 0.59, None, None],
+    pairs = pd.DataFrame([["sleb", 76.0, 60.0, 45.0, 0.75, 50.0, 0.90],
+                          ["angular", 310.0, 94.5, 56.2, 0.59, None, None],
                           ["laco", 1.04e10, 3.1e8, 8501.6, 2.7e-5, None, None]], columns=cols)
     text = kd_verdict(pairs)
     assert "after 2 of 2 selections" in text and "ratio 0.59-0.75" in text  # LaCo's 2.7e-05 is not a "win" counted
     assert "(sleb), distillation still wins, by less: 0.90x" in text
-    assert "0.75x after the best selection alone (`sleb`), 0.59x after the worst usable one (`angular`)" not in text  # 2 rows
+    # 2 rows
+    assert "0.75x after the best selection alone (`sleb`), 0.59x after the worst usable one (`angular`)" not in text
     three = pd.concat([pairs, pd.DataFrame([["random", 4188.0, 792.0, 157.0, 0.20, None, None]], columns=cols)])
     assert "Its lead grows steadily as the selection gets worse: 0.75x after the best selection alone (`sleb`), " \
         "0.20x after the worst usable one (`random`)" in kd_verdict(three)

@@ -234,7 +234,8 @@ def test_validation_texts_are_whole_documents_disjoint_from_test():
     news_val = set(load_text("news_val").strip().split("\n\n"))
     assert len(news_val) == 50
     for name in ("news", "news-calib"):
-        other = set((DATA_DIR / (TEXTS["news"] if name == "news" else CALIB["news"])).read_text(encoding="utf-8").split("\n\n"))
+        other = set((DATA_DIR / (TEXTS["news"] if name == "news" else CALIB["news"]))
+                    .read_text(encoding="utf-8").split("\n\n"))
         assert not news_val & other
 
 

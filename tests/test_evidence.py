@@ -27,7 +27,8 @@ def test_paired_bootstrap_sees_a_real_gap_and_a_tie():
     base = (rng.random(400) < 0.5).astype(int)
     better = base.copy()
     better[rng.choice(np.flatnonzero(base == 0), 60, replace=False)] = 1  # +0.15 on the same items
-    a, b = _row("a", {"t1": better.tolist(), "t2": base.tolist()}), _row("b", {"t1": base.tolist(), "t2": base.tolist()})
+    a, b = (_row("a", {"t1": better.tolist(), "t2": base.tolist()}),
+            _row("b", {"t1": base.tolist(), "t2": base.tolist()}))
     r = paired_bootstrap([a], [b], n_boot=2000)
     assert r["diff"] == pytest.approx(0.075) and 0 < r["lo"] < r["diff"] < r["hi"]
     assert r["tasks"]["t2"]["diff"] == 0 and r["tasks"]["t2"]["lo"] == 0 == r["tasks"]["t2"]["hi"]
@@ -86,7 +87,8 @@ def test_gpu_rows_are_costed_from_cpu_rows():
 
     gpu = {"provenance": {"cuda": "NVIDIA H200"}}
     rows = [{"method": "dense"}, {"method": "sleb", "prune_s": 600.0},
-            {"method": "sleb+lin", "prune_s": 660.0, "ft_s": 60.0}, {"method": "sleb+lin+kd", "prune_s": 900.0, "ft_s": 300.0},
+            {"method": "sleb+lin", "prune_s": 660.0, "ft_s": 60.0},
+            {"method": "sleb+lin+kd", "prune_s": 900.0, "ft_s": 300.0},
             {"method": "sleb+ft", "prune_s": 780.0, "ft_s": 180.0}]
     assert cpu_minutes(rows[1], rows) == (10.0, False)
     assert cpu_minutes({"method": "sleb+kd", "prune_s": 5.0, **gpu}, rows) == (14.0, True)      # 600 + (300 - 60)

@@ -30,7 +30,8 @@ LLAMA2_7B = {"hidden_size": 4096, "num_attention_heads": 32, "num_key_value_head
 
 
 def test_memory_estimate_matches_a_hand_count():
-    # Llama-2-7B: 2 x 32000 x 4096 embeddings; per layer 4 x 4096^2 (attention) + 3 x 4096 x 11008 (MLP) + 2 x 4096 (norms)
+    # Llama-2-7B: 2 x 32000 x 4096 embeddings;
+    # per layer 4 x 4096^2 (attention) + 3 x 4096 x 11008 (MLP) + 2 x 4096 (norms)
     layer = 4 * 4096 ** 2 + 3 * 4096 * 11008 + 2 * 4096
     total = 2 * 32000 * 4096 + 32 * layer + 4096
     assert n_params(LLAMA2_7B) == {"total": total, "layer": layer} and total == 6_738_415_616
@@ -107,7 +108,8 @@ def test_compare_under_fsdp_equals_one_process(tiny_model_dir, tmp_path):
     """TRSP, a baseline and its healing fine-tune, perplexity and lm-eval zero-shot, all under FSDP
     (here with activation checkpointing, as the 70B configuration has it)."""
     ac = tmp_path / "ac.yaml"
-    ac.write_text(CPU2.read_text().replace("fsdp_activation_checkpointing: false", "fsdp_activation_checkpointing: true"))
+    ac.write_text(CPU2.read_text().replace("fsdp_activation_checkpointing: false",
+                                           "fsdp_activation_checkpointing: true"))
     common = ["compare", "--model", str(tiny_model_dir), *TRAIN[:-2], "--ratios", "0.34", "--methods", "trsp,shortgpt",
               "--limit", "2", "--no-speed", "--save-models"]
     _ok(_trsp([*common, "--out", str(tmp_path / "one")]))
@@ -135,8 +137,10 @@ def test_bad_setups_fail_with_one_line(tiny_model_dir, tmp_path):
     assert lines and "batch_size 3 does not split over 2 processes" in lines[0], run.stderr[-2000:]
     assert 'trsp_lib/' not in run.stderr.split("trsp prune: error:")[0]  # no traceback through trsp's code
     bad = tmp_path / "bad.yaml"
-    bad.write_text(CPU2.read_text().replace("fsdp_config:\n", "fsdp_config:\n  fsdp_transformer_layer_cls_to_wrap: GPT2Block\n"))
-    run = _trsp(["prune", "--model", str(tiny_model_dir), *TRAIN, "--no-baselines", "--out", str(tmp_path / "w")], config=bad)
+    bad.write_text(CPU2.read_text().replace("fsdp_config:\n",
+                                            "fsdp_config:\n  fsdp_transformer_layer_cls_to_wrap: GPT2Block\n"))
+    run = _trsp(["prune", "--model", str(tiny_model_dir), *TRAIN, "--no-baselines", "--out", str(tmp_path / "w")],
+                config=bad)
     assert run.returncode != 0
     lines = [ln for ln in run.stderr.splitlines() if "trsp prune: error:" in ln]
     assert lines and "FSDP cannot wrap the decoder layers of LlamaForCausalLM" in lines[0], run.stderr[-2000:]

@@ -33,10 +33,12 @@ def test_edits_and_new_healing_add_a_key_entry_only_where_present():
     opts = {"lin": {"alpha": 0.1, "sequential": True}, "heal": {"temperature": 2.0, "lr": None}}
     assert parse("sleb+ft").key_params(0.25, 8, cfg, 16, 48, opts) == legacy_key_params("sleb+ft", 0.25, 8, cfg, 16, 48)
     lin_ft = parse("sleb+lin+ft").key_params(0.25, 8, cfg, 16, 48, opts)
-    assert lin_ft["edits"] == {"lin": {"alpha": 0.1, "sequential": True}} and "heal" not in lin_ft and lin_ft["ft_steps"] == 48
+    assert (lin_ft["edits"] == {"lin": {"alpha": 0.1, "sequential": True}} and "heal" not in lin_ft
+            and lin_ft["ft_steps"] == 48)
     kd = parse("sleb+kd")
     key = kd.key_params(0.25, 8, kd.configure(cfg, opts), 16, 48, opts)
-    assert key["heal"] == {"kind": "kd", "temperature": 2.0} and key["config"]["kd_temperature"] == 2.0 and "edits" not in key
+    assert (key["heal"] == {"kind": "kd", "temperature": 2.0} and key["config"]["kd_temperature"] == 2.0
+            and "edits" not in key)
     assert parse("trsp:kd").configure(cfg, opts).stage2_loss == "kd" and parse("sleb+ft").configure(cfg, {}) == cfg
     scoped = parse("sleb+ft").configure(cfg, {"heal": {"last": 2}})
     assert config_key(scoped)["heal_last"] == 2 and "heal_last" not in config_key(cfg)  # a new key only when scoped
@@ -51,7 +53,8 @@ def test_edits_and_new_healing_add_a_key_entry_only_where_present():
 def test_a_config_field_added_later_changes_no_key_at_its_default(monkeypatch):
     from trsp_lib.method.config import LATER_FIELDS
 
-    committed = {k: v for k, v in dataclasses.asdict(TRSPConfig()).items() if k not in ("stage2_loss", "kd_temperature", "heal_last")}
+    committed = {k: v for k, v in dataclasses.asdict(TRSPConfig()).items()
+                 if k not in ("stage2_loss", "kd_temperature", "heal_last")}
     assert config_key(TRSPConfig()) == committed                     # the committed rows' config entry
     assert config_key(TRSPConfig(stage2_loss="kd")) == {**committed, "stage2_loss": "kd"}
     assert config_key(TRSPConfig(lambda1=0.01))["lambda1"] == 0.01    # an old field always counts

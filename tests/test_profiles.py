@@ -14,7 +14,8 @@ def test_load_splits_a_profile_and_applies_overrides():
 
 
 def test_every_profile_keeps_the_evaluation_keys_of_its_committed_results():
-    """Result keys record every evaluation setting: each profile names all three (EvalSettings' defaults never leak in)."""
+    """Result keys record every evaluation setting: each profile names all three (EvalSettings' defaults never
+    leak in)."""
     for name, prof in PROFILES.items():
         assert load(name)[1].key() == {k: prof[k] for k in ("eval_seq_len", "eval_max_tokens", "eval_batch_size")}
 

@@ -77,7 +77,8 @@ def test_method_names_and_plain_log_ticks(styled):
 def test_number_keeps_decimals_until_a_value_explodes():
     assert style.number(91.3349) == "91.33" and style.number(4188.326) == "4,188.33"
     assert style.number(10446301063.65) == "1.0e+10" and style.number(float("nan")) == "-"
-    assert style.number(8501.6 / 3.1e8) == "2.7e-05" and style.number(0.004) == "4.0e-03" and style.number(0.92) == "0.92"
+    assert (style.number(8501.6 / 3.1e8) == "2.7e-05" and style.number(0.004) == "4.0e-03"
+            and style.number(0.92) == "0.92")
     assert style.number(0.0) == "0.00" and style.number(None) == "-"
 
 

@@ -44,8 +44,10 @@ def main() -> None:
         model(input_ids=calib[:1].to(model.device), use_cache=False)
     t_old, (old, old_steps) = timed(sleb_search, model, calib, a.steps, full_forward_losses)
     t_new, (new, new_steps) = timed(sleb_search, model, calib, a.steps)
-    rel = max(abs(new_steps[s][i] - loss) / abs(loss) for s, losses in enumerate(old_steps) for i, loss in losses.items())
-    print(f"{a.model} on {a.device} ({torch.get_num_threads()} threads), {a.rows} x {a.seq_len} tokens, {a.steps} step(s)")
+    rel = max(abs(new_steps[s][i] - loss) / abs(loss)
+              for s, losses in enumerate(old_steps) for i, loss in losses.items())
+    print(f"{a.model} on {a.device} ({torch.get_num_threads()} threads), {a.rows} x {a.seq_len} tokens, "
+          f"{a.steps} step(s)")
     print(f"full forward per candidate: {t_old[0]:8.1f} s wall {t_old[1]:8.1f} s CPU  layers {old}")
     print(f"prefix reuse:               {t_new[0]:8.1f} s wall {t_new[1]:8.1f} s CPU  layers {new}")
     print(f"speed-up {t_old[0] / t_new[0]:.2f}x wall, {t_old[1] / t_new[1]:.2f}x CPU; selections agree: {old == new}; "

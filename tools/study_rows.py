@@ -102,8 +102,9 @@ def phase_b(d: Driver) -> dict:
     """The choices (each read off validation rows computed in phase A), then the rows that need them; the
     TRSP search's greedy round runs in a thread beside the other rows, the tuned rows last."""
     from study import evidence, searches
-    f, common = evidence.FRONTIER, {"model": d.a.model, "ratios": [0.25], "speed": False, "limit": d.a.frontier_limit, "dtype": "float32",
-                           "overrides": {**d.machine, "seed": 0, "calib": "wiki"}, "zs_batch_size": d.a.zs_batch}
+    f, common = evidence.FRONTIER, {"model": d.a.model, "ratios": [0.25], "speed": False, "limit": d.a.frontier_limit,
+                                    "dtype": "float32", "overrides": {**d.machine, "seed": 0, "calib": "wiki"},
+                                    "zs_batch_size": d.a.zs_batch}
     heal_lr = {s: searches.search_heal(s, machine=d.machine, model=d.a.model, dtype="float32")[1]["lr"]
                for s in ("shortgpt", "sleb")}
     lin = searches.search("sleb+lin", f["lin_grid"], "lin", **common)[1]
@@ -146,13 +147,16 @@ def phase_c(d: Driver) -> None:
             for label in ("trsp+lin", "shortgpt+lin", "angular+lin")]
     jobs += [d.compare_job(methods=f["selections"], pipelines=[label], lin=c["lin"], heal=c["kd"],
                            limit=d.a.frontier_limit) for label in KD_BESIDE_FT]
-    jobs.append(d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"], lin=c["lin"],
-                              heal=f["heal_edge"], limit=d.a.frontier_limit))  # the check past the grid's edge
-    jobs += [d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"], lin=c["lin"],
-                           heal={**c["kd"], "lr": lr, "last": f["heal_scope"]["last"]}, limit=d.a.frontier_limit)
+    # the check past the grid's edge
+    jobs.append(d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"],
+                              lin=c["lin"], heal=f["heal_edge"], limit=d.a.frontier_limit))
+    jobs += [d.compare_job(methods=[f["search_selection"]], pipelines=[f"{f['search_selection']}+lin+kd"],
+                           lin=c["lin"], heal={**c["kd"], "lr": lr, "last": f["heal_scope"]["last"]},
+                           limit=d.a.frontier_limit)
              for lr in f["heal_scope"]["lrs"]]  # the healing scope's search
     jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label], lin=c["lin"],
-                           heal=c["kd"], limit=d.a.frontier_limit, criterion_samples=8) for label in SECOND["pipelines"]]
+                           heal=c["kd"], limit=d.a.frontier_limit, criterion_samples=8)
+             for label in SECOND["pipelines"]]
     jobs += [d.compare_job(model=SECOND["model"], methods=[label.split("+")[0]], pipelines=[label],
                            heal={**c["kd"], "lr": None}, limit=d.a.frontier_limit, criterion_samples=8)
              for label in SECOND["at_profile_lr"]]  # the loss apart from the transferred learning rate

@@ -32,7 +32,8 @@ def main() -> None:
     print("batch  items/s  vs slowest  average")
     for bs, v in rates.items():
         print(f"{bs:5d}  {v:7.1f}  {v / slowest:9.2f}x  {averages[bs]:.4f}")
-    print(f"fastest: batch {max(rates, key=rates.get)}; averages agree: {len(set(round(x, 6) for x in averages.values())) == 1}")
+    print(f"fastest: batch {max(rates, key=rates.get)}; "
+          f"averages agree: {len(set(round(x, 6) for x in averages.values())) == 1}")
 
 
 if __name__ == "__main__":

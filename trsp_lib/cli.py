@@ -34,7 +34,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         default = f.default
         if isinstance(default, bool):
-            g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
+            g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default {default})")
         else:
             kind = {int: int, float: float, str: str}.get(type(default), int if f.name == "n_remove" else str)
             extra = f"{DEVICE_HELP}; " if f.name == "device" else ""
@@ -89,10 +90,13 @@ def cmd_speed(args) -> int:
                       new_tokens=args.new_tokens, reps=args.reps)
     n_dense, n_pruned = dense.config.num_hidden_layers, pruned.config.num_hidden_layers
     print(f"{args.dense} ({n_dense} layers) vs {args.pruned} ({n_pruned} layers), median of {args.reps}, interleaved:")
-    for kind, unit in (("prefill", f"batch 1 x {args.prefill_len} tokens"), ("generate", f"batch {args.gen_batch}, {r['protocol']['prompt_len']} + {args.new_tokens} tokens")):
+    for kind, unit in (("prefill", f"batch 1 x {args.prefill_len} tokens"),
+                       ("generate", f"batch {args.gen_batch}, {r['protocol']['prompt_len']} + "
+                                    f"{args.new_tokens} tokens")):
         d, p = r["dense"][kind], r["pruned"][kind]
-        print(f"  {kind:8} ({unit}): dense {d['median']:.3f} s [{d['min']:.3f}-{d['max']:.3f}], pruned {p['median']:.3f} s "
-              f"[{p['min']:.3f}-{p['max']:.3f}]  speed-up {r['speedup'][kind]:.2f}x (FLOP ideal {r['ideal'][kind]:.2f}x)")
+        print(f"  {kind:8} ({unit}): dense {d['median']:.3f} s [{d['min']:.3f}-{d['max']:.3f}], "
+              f"pruned {p['median']:.3f} s [{p['min']:.3f}-{p['max']:.3f}]  speed-up {r['speedup'][kind]:.2f}x "
+              f"(FLOP ideal {r['ideal'][kind]:.2f}x)")
     return 0
 
 
@@ -106,7 +110,8 @@ def cmd_compare(args) -> int:
                  if f.name not in ("ratio", "n_remove") and getattr(args, f.name, None) is not None}
     tasks = args.tasks.split(",") if args.tasks else None
     rows = compare(model=args.model, ratios=args.ratios, methods=args.methods, out=args.out, profile=args.profile,
-                   finetune_baselines=args.finetune_methods if args.finetune and args.finetune_methods else args.finetune,
+                   finetune_baselines=(args.finetune_methods if args.finetune and args.finetune_methods
+                                       else args.finetune),
                    limit=None if args.limit < 0 else args.limit,
                    criterion_samples=args.criterion_samples, speed=args.speed, save_models=args.save_models,
                    force=args.force, dtype=args.dtype, overrides=overrides, zs_seed=args.zs_seed,
@@ -140,17 +145,22 @@ def _add_compare_parser(sub) -> None:
     c = sub.add_parser("compare", help="dense, TRSP and every baseline (+ equal-budget fine-tune) under one protocol")
     c.add_argument("--model", default="smollm2-135m")
     c.add_argument("--ratios", type=float, nargs="+", default=[0.25], help="pruning ratios, e.g. 0.125 0.25 0.375 0.5")
-    c.add_argument("--methods", default="all", help="all, or a comma list of trsp,shortgpt,angular,sleb,ppl,taylor,laco,reverse,random")
+    c.add_argument("--methods", default="all",
+                   help="all, or a comma list of trsp,shortgpt,angular,sleb,ppl,taylor,laco,reverse,random")
     c.add_argument("--out", default="runs/compare")
-    c.add_argument("--profile", default="default", help="TRSP configuration, calibration and evaluation settings for every method")
+    c.add_argument("--profile", default="default",
+                   help="TRSP configuration, calibration and evaluation settings for every method")
     c.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=True,
                    help="also each baseline + plain fine-tuning with TRSP's step/token budget (rows 'method+ft')")
     c.add_argument("--finetune-methods", default=None,
                    help="only these baselines get a +ft row, comma list (default: every baseline)")
-    c.add_argument("--tasks", default=None, help="zero-shot tasks, comma list (default: piqa,winogrande,hellaswag,arc_easy,arc_challenge)")
-    c.add_argument("--limit", type=int, default=50, help="items per zero-shot task, seeded, same for every method; 0 = skip zero-shot, -1 = full sets (hours on CPU)")
+    c.add_argument("--tasks", default=None,
+                   help="zero-shot tasks, comma list (default: piqa,winogrande,hellaswag,arc_easy,arc_challenge)")
+    c.add_argument("--limit", type=int, default=50, help="items per zero-shot task, seeded, same for every method; "
+                   "0 = skip zero-shot, -1 = full sets (hours on CPU)")
     c.add_argument("--zs-seed", type=int, default=0)
-    c.add_argument("--criterion-samples", type=int, default=16, help="calibration sequences given to the baseline criteria")
+    c.add_argument("--criterion-samples", type=int, default=16,
+                   help="calibration sequences given to the baseline criteria")
     c.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
     c.add_argument("--save-models", action="store_true", help="also write OUT/<method>-<ratio>/model/")
     c.add_argument("--force", action="store_true", help="recompute rows even when OUT/rows/ holds them")
@@ -162,8 +172,10 @@ def _add_compare_parser(sub) -> None:
     c.add_argument("--lin-sequential", action=argparse.BooleanOptionalAction, default=True,
                    help="fit each run's map on the already-compensated model against the dense states")
     c.add_argument("--heal-temperature", type=float, default=1.0, help="KD temperature of the +kd rows and trsp:kd")
-    c.add_argument("--heal-lr", type=float, default=None, help="learning rate of the pipelines' healing (default: the profile's lr)")
-    c.add_argument("--heal-last", type=int, default=0, help="heal only the last k layers and the LM head (0: every weight)")
+    c.add_argument("--heal-lr", type=float, default=None,
+                   help="learning rate of the pipelines' healing (default: the profile's lr)")
+    c.add_argument("--heal-last", type=int, default=0,
+                   help="heal only the last k layers and the LM head (0: every weight)")
     c.add_argument("--text", action="append", help="evaluation text LABEL=SOURCE (repeatable; column ppl_LABEL), e.g. "
                    "wiki=wikitext2 (hub); default wiki=wiki and news=news, the built-in test splits")
     _add_config_flags(c)
@@ -171,12 +183,15 @@ def _add_compare_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trsp", description="TRSP layer pruning of Hugging Face causal LMs, offline by default.")
+    parser = argparse.ArgumentParser(prog="trsp",
+                                     description="TRSP layer pruning of Hugging Face causal LMs, offline by default.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="prune a model with TRSP and save it as a plain Hugging Face checkpoint")
-    p.add_argument("--model", default="smollm2-135m", help="built-in name (smollm2-135m, gemma3-270m), HF name or local dir")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="built-in name (smollm2-135m, gemma3-270m), HF name or local dir")
     p.add_argument("--out", required=True, help="output directory: result.json and model/")
-    p.add_argument("--profile", default="default", help="named parameter set: default, literal (the paper's method), paper-scale (its data and steps, our method), tiny")
+    p.add_argument("--profile", default="default", help="named parameter set: default, literal (the paper's method), "
+                   "paper-scale (its data and steps, our method), tiny")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="also score the same layers and the last n layers removed with no training")
     p.add_argument("--finetune-baselines", action="store_true",

@@ -23,7 +23,8 @@ def _dense_ppl(name: str, model, tok, texts: dict[str, str], evals) -> dict[str,
         return perplexities(model, tok, texts, evals, "dense ppl")
     scored = {k: v for k, v in evals.key().items() if k != "eval_batch_size"}  # batching does not change the result
     params = {"model": name, "texts": texts, "eval": scored, **window_key(tok)}
-    return cached("dense_perplexity", params, lambda: perplexities(model, tok, texts, evals, "dense ppl"), root=cache_dir())
+    return cached("dense_perplexity", params, lambda: perplexities(model, tok, texts, evals, "dense ppl"),
+                  root=cache_dir())
 
 
 def cmd_prune(args, config) -> int:
@@ -48,7 +49,8 @@ def cmd_prune(args, config) -> int:
         print(f"{out / 'result.json'} already holds this run (same parameters); reusing it. Use --force to recompute.")
     _summary(record)
     if ran:
-        print(f"wrote {out / 'result.json'} and {record['checkpoint']}/ (loads with AutoModelForCausalLM.from_pretrained)")
+        print(f"wrote {out / 'result.json'} and {record['checkpoint']}/ "
+              "(loads with AutoModelForCausalLM.from_pretrained)")
     return 0
 
 
@@ -123,7 +125,8 @@ def _num(v: float) -> str:
 
 
 def _summary(r: dict) -> None:
-    print(f"\nTRSP on {r['model']}: removed {len(r['removed'])} of {r['n_layers']} layers, in selection order {r['removed']}")
+    print(f"\nTRSP on {r['model']}: removed {len(r['removed'])} of {r['n_layers']} layers, "
+          f"in selection order {r['removed']}")
     names = list(next(iter(r["perplexity"].values())).keys())
     width = max(len(k) for k in r["perplexity"]) + 2
     print("perplexity".ljust(width) + "".join(f"{n:>12}" for n in names))

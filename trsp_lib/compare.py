@@ -58,9 +58,11 @@ def check_options(lin: dict, heal: dict) -> dict[str, dict]:
     silently compute nonsense (a negative ridge flips its sign)."""
     unknown = sorted(set(lin) - set(LIN_DEFAULT)) + sorted(set(heal) - set(HEAL_DEFAULT))
     if unknown:
-        raise ValueError(f"unknown pipeline option(s) {unknown}; lin takes {sorted(LIN_DEFAULT)}, heal {sorted(HEAL_DEFAULT)}")
+        raise ValueError(f"unknown pipeline option(s) {unknown}; lin takes {sorted(LIN_DEFAULT)}, "
+                         f"heal {sorted(HEAL_DEFAULT)}")
     if lin.get("alpha", 0.0) < 0:
-        raise ValueError(f"lin alpha must be >= 0 (a ridge, relative to mean diag(M^T M)), got {lin['alpha']}; try 0 or 1e-3")
+        raise ValueError(f"lin alpha must be >= 0 (a ridge, relative to mean diag(M^T M)), got {lin['alpha']}; "
+                         "try 0 or 1e-3")
     if heal.get("temperature", 1.0) <= 0:
         raise ValueError(f"heal temperature must be > 0, got {heal['temperature']}; the usual is 1")
     if not isinstance(heal.get("last", 0), int) or heal.get("last", 0) < 0:
@@ -92,7 +94,8 @@ class _Run:
 
     def __init__(self, model: str, out: Path, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, **opts: Any):
         self.name, self.out, self.cfg, self.evals, self.zs, self.texts = model, out, cfg, evals, zs, opts["texts"]
-        self.criterion_samples, self.force, self.cached_only = opts["criterion_samples"], opts["force"], opts["cached_only"]
+        self.criterion_samples, self.force, self.cached_only = (opts["criterion_samples"], opts["force"],
+                                                                opts["cached_only"])
         self.save_models, self.dtype, self.options = opts["save_models"], opts["dtype"], opts["options"]
         zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
         weights = str(resolve_dtype(self.dtype, cfg.device)).removeprefix("torch.")  # float32 adds nothing to a key
@@ -130,10 +133,11 @@ class _Run:
 
     def dense(self) -> dict | None:
         return self.row("dense", {"method": "dense"}, lambda: {
-            "n_removed": 0, "removed": [], "prune_s": 0.0, **evaluate(*self.need()[:2], self.evals, self.zs, texts=self.texts)},
-            calib_free=True)
+            "n_removed": 0, "removed": [], "prune_s": 0.0,
+            **evaluate(*self.need()[:2], self.evals, self.zs, texts=self.texts)}, calib_free=True)
 
-    def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict], extra: bool = False) -> dict | None:
+    def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict],
+               extra: bool = False) -> dict | None:
         """The row of pipeline `p` at `cfg.ratio`; `earlier` holds this ratio's rows so far (layers, twins).
         `extra`: a row of `compare(pipelines=...)`: its steps' options apply, the validation texts are scored."""
         spend = budget(cfg, n)
@@ -141,7 +145,8 @@ class _Run:
         key_params = p.key_params(cfg.ratio, n, cfg, self.criterion_samples, spend.steps, self.options)
         return self.row(f"{p.label}-{cfg.ratio}", key_params, lambda: self._compute(p, cfg, n, spend, earlier, extra))
 
-    def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, spend: Budget, earlier: dict[str, dict], extra: bool) -> dict:
+    def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, spend: Budget, earlier: dict[str, dict],
+                 extra: bool) -> dict:
         dense, tok, calib = self.need()
         job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, spend.steps,
                   dense=dense if "dense" in p.needs() else None, options=self.options)
@@ -166,8 +171,8 @@ class _Run:
         elif len(p.steps) > 1:  # the row's time: selection (rerun, or its own row's) + edits and healing
             info["ft_s"] = post_s
             info["prune_s"] += post_s + (base["prune_s"] if reused else 0.0)
-        row = {"n_removed": n, **info, "ft_steps": spend.steps if p.heal else 0, "ft_tokens": spend.tokens if p.heal else 0,
-               **scores}
+        row = {"n_removed": n, **info, "ft_steps": spend.steps if p.heal else 0,
+               "ft_tokens": spend.tokens if p.heal else 0, **scores}
         if self.save_models:
             save_model(job.model, tok, self.out / f"{p.label}-{cfg.ratio}" / "model")
         self.shapes.setdefault(cfg.ratio, job.model)  # every method at this ratio has the same shape
@@ -197,24 +202,22 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
             overrides: dict | None = None, cached_only: bool = False, pipelines: str | list[str] | None = None,
             lin: dict | None = None, heal: dict | None = None, eval_texts: dict[str, str] | None = None) -> list[dict]:
-    """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv}
-    when `out` is given; without it, rows are cached under the results directory, see `default_out`).
+    """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv} when `out` is
+    given; without it, rows are cached under the results directory, see `default_out`).
 
-    `profile` and `overrides` set the TRSP configuration, which also fixes the calibration data,
-    the fine-tune budget and the evaluation windows shared by every method. `limit` items per
-    zero-shot task (seeded, the same items for every row; None = full sets, hours on a CPU).
-    `finetune_baselines`: True (every baseline gets a +ft row), False, or the methods that do.
+    `profile` and `overrides` set the TRSP configuration, hence the calibration data, fine-tune budget and evaluation
+    windows shared by every method. `limit` items per zero-shot task (seeded, the same items for every row; None = full
+    sets, hours on a CPU). `finetune_baselines`: True (every baseline gets a +ft row), False, or the methods that do.
     `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
-    `cached_only` computes nothing: the table of the rows that exist (e.g. while a long run is going).
-    `pipelines`: further rows as labels selection[+lin][+ft|+kd] (e.g. "sleb+lin+kd", "trsp+lin",
-    "trsp:kd"; `pipelines.parse`), computed after the plain rows on the same calibration tokens; `lin`
-    sets the compensation ({"alpha": 0.0, "sequential": True}); `heal` the pipelines' healing
-    ({"temperature": 1.0, "lr": None}), which enters only those rows' keys (the plain rows keep theirs).
-    `eval_texts`: column label -> text (default: the built-in wiki, news; the paper's {"wiki": "wikitext2", ...}), keyed if not default.
-    """
+    `cached_only`: compute nothing, tabulate the rows that exist (e.g. mid-run). `pipelines`: further rows as labels
+    selection[+lin][+ft|+kd] (e.g. "sleb+lin+kd", "trsp+lin", "trsp:kd"; `pipelines.parse`), computed after the plain
+    rows on the same calibration tokens; `lin` sets the compensation ({"alpha": 0.0, "sequential": True}); `heal` the
+    pipelines' healing ({"temperature": 1.0, "lr": None}), in those rows' keys only. `eval_texts`: column label -> text
+    (default: built-in wiki, news; the paper's {"wiki": "wikitext2", ...}), keyed if not default."""
     if overrides is not None and not isinstance(overrides, dict):
         raise TypeError(f"overrides must be a dict of TRSPConfig fields, got {type(overrides).__name__} {overrides!r}; "
-                        "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' (-p passes a string)")
+                        "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' "
+                        "(-p passes a string)")
     methods = resolve_methods(methods)
     extra = [parse(p) for p in (pipelines.split(",") if isinstance(pipelines, str) else pipelines or []) if p]
     options = check_options(lin or {}, heal or {})
@@ -246,9 +249,10 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
         rows[0].update({"speedup_prefill": 1.0, "speedup_generate": 1.0, "ideal_prefill": 1.0, "ideal_generate": 1.0})
     if out is not None:  # notebooks (out=None) share cached rows and print their own tables
         write_results(run.out, rows, {"model": model, "ratios": list(ratios), "methods": methods, "profile": profile,
-                                      "overrides": overrides or {}, "finetune_baselines": finetune_baselines, "tasks": list(tasks),
-                                      "limit": limit, "zs_seed": zs_seed, "criterion_samples": criterion_samples, "speed": speed,
-                                      "eval": evals.key(), "pipelines": [p.label for p in extra], "eval_texts": run.texts, **options})
+                                      "overrides": overrides or {}, "finetune_baselines": finetune_baselines,
+                                      "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
+                                      "criterion_samples": criterion_samples, "speed": speed, "eval": evals.key(),
+                                      "pipelines": [p.label for p in extra], "eval_texts": run.texts, **options})
     return rows
 
 
@@ -276,7 +280,8 @@ def table(rows: list[dict]):
         df["zs_se"] = [zs_stderr(r) for r in rows]
     ppl = [c for c in df.columns if c.startswith("ppl_") and not c.endswith("_val")]  # ppl_<label> of each text
     cols = ["method", "ratio", "n_removed", *ppl, "zs_avg", "zs_se"]
-    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_se", "zs_average_metric", "zs_n", "zs_items",
-                                                                  "zs_items_per_s", "zs_batch_size")]
-    cols += [c for c in ("speedup_prefill", "ideal_prefill", "speedup_generate", "ideal_generate", "prune_s") if c in df.columns]
+    cols += [c for c in df.columns if c.startswith("zs_") and c not in ("zs_avg", "zs_se", "zs_average_metric", "zs_n",
+                                                                        "zs_items", "zs_items_per_s", "zs_batch_size")]
+    cols += [c for c in ("speedup_prefill", "ideal_prefill", "speedup_generate", "ideal_generate", "prune_s")
+             if c in df.columns]
     return df[[c for c in cols if c in df.columns]]

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["DATA_DIR", "TEXTS", "CALIB", "WIKITEXT2", "DataError", "data_dir", "load_text", "calibration_batches", "eval_tokens"]
+__all__ = ["DATA_DIR", "TEXTS", "CALIB", "WIKITEXT2", "DataError", "data_dir", "load_text", "calibration_batches",
+           "eval_tokens"]
 
 #: The repository's data directory; ``TRSP_DATA_DIR`` overrides it (also read at call time).
 DATA_DIR: Path = Path(os.environ.get("TRSP_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
@@ -43,10 +44,7 @@ TEXTS: dict[str, str] = {
 CALIB_EXCLUDE: dict[str, str] = {"wiki": "text/wiki_val.txt"}
 
 #: Calibration texts, relative to the data directory; disjoint from ``TEXTS`` of the same name.
-CALIB: dict[str, str] = {
-    "wiki": "text/wiki_calib.txt",
-    "news": "text/news_calib.txt",
-}
+CALIB: dict[str, str] = {"wiki": "text/wiki_calib.txt", "news": "text/news_calib.txt"}
 
 #: WikiText-2 (raw) splits by name; loaded from the hub only after an explicit opt-in.
 WIKITEXT2: dict[str, str] = {"wikitext2": "test", "wikitext2-train": "train", "wikitext2-validation": "validation"}
@@ -173,10 +171,8 @@ def _pieces(text: str) -> list[str]:
 
 
 def _tokens(tokenizer: Any, name_or_path: str, table: dict[str, str]) -> torch.Tensor:
-    """All token ids of a text (no special tokens), cached per (tokenizer, text identity).
-
-    The identity of a file includes its mtime and size, so an edited file is tokenized again.
-    """
+    """All token ids of a text (no special tokens), cached per (tokenizer, text identity); the identity of a file
+    includes its mtime and size, so an edited file is tokenized again."""
     path, hub = _locate(str(name_or_path), table)
     if path is not None and not path.is_file():
         _read(path, builtin=str(name_or_path) in table)  # raises the helpful DataError
@@ -217,9 +213,9 @@ def calibration_batches(tokenizer: Any, n_samples: int, seq_len: int, source: st
                         seed: int = 0) -> torch.LongTensor:
     """``n_samples`` random windows of ``seq_len`` tokens from a calibration text, shape [n, seq_len].
 
-    The whole text is tokenized once (no special tokens) and windows start at uniformly drawn
-    offsets, as in SparseGPT/ShortGPT-style calibration; a ``torch.Generator`` seeded with ``seed``
-    makes the batches reproducible. Each window starts with ``bos_prefix(tokenizer)``. ``source``: ``CALIB`` names (disjoint from the test splits),
+    The whole text is tokenized once (no special tokens) and windows start at uniformly drawn offsets, as in
+    SparseGPT/ShortGPT-style calibration; a ``torch.Generator`` seeded with ``seed`` makes the batches reproducible.
+    Each window starts with ``bos_prefix(tokenizer)``. ``source``: ``CALIB`` names (disjoint from the test splits),
     ``"wikitext2-train"``, or a text file path.
     """
     if int(n_samples) < 1 or int(seq_len) < 1:
@@ -250,14 +246,17 @@ def _excluded_spans(tokenizer: Any, source: str) -> list[tuple[int, int]]:
         text = _read(data_dir() / CALIB[source], builtin=True)
         val = _read(data_dir() / CALIB_EXCLUDE[source], builtin=True)
         docs = re.split(r"\n\n(?= = [^=].* = \n)", val.rstrip("\n"))  # one piece per article
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                            verbose=False)["offset_mapping"]
         ends = torch.tensor([b for _, b in offsets])
         spans = []
         for doc in docs:
             c0 = text.find(doc)
             if c0 < 0:
-                raise DataError(f"validation document {doc[:40]!r} is not in {CALIB[source]}; rebuild with `{PREPARE_HINT}`")
-            spans.append((int(torch.searchsorted(ends, c0, right=True)), int(torch.searchsorted(ends, c0 + len(doc))) + 1))
+                raise DataError(f"validation document {doc[:40]!r} is not in {CALIB[source]}; "
+                                f"rebuild with `{PREPARE_HINT}`")
+            spans.append((int(torch.searchsorted(ends, c0, right=True)),
+                          int(torch.searchsorted(ends, c0 + len(doc))) + 1))
         _TOKEN_CACHE[key] = torch.tensor(spans, dtype=torch.long).reshape(-1, 2)
     return [tuple(s) for s in _TOKEN_CACHE[key].tolist()]
 
@@ -270,7 +269,8 @@ def window_starts(n_ids: int, body: int, n_samples: int, seed: int, spans: list[
     return starts
 
 
-def _redraw_overlaps(starts: torch.Tensor, body: int, spans: list[tuple[int, int]], n_ids: int, gen: torch.Generator) -> None:
+def _redraw_overlaps(starts: torch.Tensor, body: int, spans: list[tuple[int, int]], n_ids: int,
+                     gen: torch.Generator) -> None:
     """Redraw, in place, each window that would overlap a validation span (seed 0 never needs to:
     its windows, which every committed result used, are the ones the validation split was chosen around)."""
     def overlaps(s: int) -> bool:

@@ -23,7 +23,8 @@ from .baselines.compensation import compensate, compensate_removed
 from .surgery.removal import remove_layers
 from .method.trsp import TRSPConfig, config_key, finetune, prune
 
-NEEDS = ("calib", "dense", "steps")  # what a step may ask for: calibration ids, the dense model, an optimizer-step budget
+# what a step may ask for: calibration ids, the dense model, an optimizer-step budget
+NEEDS = ("calib", "dense", "steps")
 
 
 @dataclass
@@ -97,8 +98,8 @@ def criterion(fn: Callable[..., list[int]], title: str = "", calib: bool = True,
         remove_layers(job.model, job.layers)
         return {}
     name = fn.__name__.removesuffix("_layers")
-    return Step(name, run, (fn.__doc__ or name).strip().splitlines()[0], title, needs=frozenset({"calib"} if calib else ()),
-                changes_weights=edits_weights, criterion=calib)
+    return Step(name, run, (fn.__doc__ or name).strip().splitlines()[0], title,
+                needs=frozenset({"calib"} if calib else ()), changes_weights=edits_weights, criterion=calib)
 
 
 def _heal(job: Job) -> dict[str, Any]:
@@ -232,7 +233,8 @@ class Pipeline:
 
 
 def parse(label: str) -> Pipeline:
-    """`sleb+lin+ft` -> Pipeline(select=sleb, edits=(lin,), heal=ft): a selection, edits, at most one healing step, last."""
+    """`sleb+lin+ft` -> Pipeline(select=sleb, edits=(lin,), heal=ft): a selection, edits, and last at most one
+    healing step."""
     first, *rest = label.split("+")
     name, _, variant = first.partition(":")
     if name not in SELECTIONS:

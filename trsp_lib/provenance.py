@@ -49,7 +49,8 @@ def provenance() -> dict:
         "trsp_lib": __version__, "commit": git_commit(), "torch": torch.__version__,
         "transformers": transformers.__version__, "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

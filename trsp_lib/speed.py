@@ -27,7 +27,8 @@ def forward_flops(model: nn.Module, seq_len: int) -> float:
     layer_params = sum(p.numel() for layer in layers for p in layer.parameters() if p.ndim >= 2)
     head = model.get_output_embeddings().weight.numel()
     cfg = model.config.get_text_config(decoder=True)
-    width = getattr(cfg, "num_attention_heads", 1) * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    width = getattr(cfg, "num_attention_heads", 1) * (getattr(cfg, "head_dim", None)
+                                                      or cfg.hidden_size // cfg.num_attention_heads)
     attention = len(layers) * 2 * 2 * width * seq_len * (seq_len + 1) / 2
     return 2.0 * seq_len * (layer_params + head) + attention
 

@@ -21,7 +21,8 @@ from .shared_prefix import candidate_losses
 
 
 @torch.no_grad()
-def captured_io(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+def captured_io(model: nn.Module, calib: torch.Tensor,
+                batch_size: int = 4) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
     """For each calibration batch, (X_in, X_out) of every layer, recorded by the shared gating hooks."""
     device = input_device(model)
     was_training = model.training
@@ -63,7 +64,8 @@ def shortgpt(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
 
 
 @torch.no_grad()
-def calib_loss(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(), batch_size: int = 4) -> float:
+def calib_loss(model: nn.Module, calib: torch.Tensor, skip: set[int] | frozenset = frozenset(),
+               batch_size: int = 4) -> float:
     """Mean next-token loss on the calibration ids with the layers in `skip` skipped (identity)."""
     device = input_device(model)
     was_training = model.training
@@ -120,7 +122,8 @@ def sleb(model: nn.Module, calib: torch.Tensor, n: int) -> list[int]:
 
 def full_forward_losses(model: nn.Module, calib: torch.Tensor, removed: list[int], candidates: list[int],
                         bar=None) -> dict[int, float]:
-    """The straightforward scorer (one whole forward pass per candidate): the reference `candidate_losses` must match."""
+    """The straightforward scorer (one whole forward pass per candidate): the reference `candidate_losses` must
+    match."""
     out = {}
     for i in candidates:
         out[i] = calib_loss(model, calib, set(removed) | {i})
@@ -176,8 +179,8 @@ def angular_distances(model: nn.Module, calib: torch.Tensor, n: int) -> list[flo
     for io in captured_io(model, calib):
         batches.append(torch.stack([x[:, -1] for x, _ in io] + [io[-1][1][:, -1]]).float().cpu())
     states = torch.cat(batches, dim=1)
-    dist = [torch.arccos(nn.functional.cosine_similarity(states[s], states[s + n], dim=-1).clamp(-1, 1)).mean().item() / math.pi
-            for s in range(n_layers - n + 1)]
+    dist = [torch.arccos(nn.functional.cosine_similarity(states[s], states[s + n], dim=-1).clamp(-1, 1)).mean().item()
+            / math.pi for s in range(n_layers - n + 1)]
     return dist
 
 

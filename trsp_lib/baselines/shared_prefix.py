@@ -62,7 +62,8 @@ def _layer_inputs(model: nn.Module, gating: Gating, x: torch.Tensor) -> dict[int
                 states[i] = _hidden(args, kwargs)
         return hook
 
-    handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True) for i, layer in enumerate(get_layers(model))]
+    handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True)
+               for i, layer in enumerate(get_layers(model))]
     try:
         model(input_ids=x, use_cache=False)
     finally:

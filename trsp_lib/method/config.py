@@ -19,7 +19,8 @@ class TRSPConfig:
     ratio: float = 0.25              # fraction of decoder layers to remove: n = round(ratio * L)
     n_remove: int | None = None      # overrides ratio when set
     protect_first: int = 0           # never select the first k layers
-    protect_last: int = 1            # never select the last k layers (the last layer's output scale is invisible to a pre-norm LM head)
+    protect_last: int = 1            # never select the last k layers (the last layer's output scale is invisible
+                                     # to a pre-norm LM head)
     # calibration data
     calib: str = "wiki"              # built-in calibration text ("wiki", "news") or a text file
     n_samples: int = 64              # calibration sequences
@@ -43,19 +44,23 @@ class TRSPConfig:
     lambda2: float = 1e-3            # paper: 1e-3
     norm: str = "l2"                 # "l2" (paper default) or "l1": per-token norm of X_out - X_in, mean over tokens
     stage2_steps: int = 16           # optimizer steps in stage 2 (in total, also for "sequential")
-    stage2_mode: str = "joint"       # "joint": all of P at once (paper); "sequential": one layer at a time (released code)
-    stage2_penalty: str = "gated"    # branch gate: "gated" penalises s*F(h), "ungated" F(h); output gate: always X_out - X_in before s
+    stage2_mode: str = "joint"       # "joint": all of P at once (paper); "sequential": one layer at a time
+                                     # (released code)
+    stage2_penalty: str = "gated"    # branch gate: "gated" penalises s*F(h), "ungated" F(h); output gate: always
+                                     # X_out - X_in before s
     stage2_fade: bool = True         # branch gate only: anneal the selected layers' s linearly to 0 in stage 2
     fade_fraction: float = 0.5       # ... over this fraction of the stage-2 steps; the rest trains with them at 0
     lambda2_warmup: float = 0.0      # fraction of stage 2 over which lambda2 ramps up from 0
     stage2_train: str = "all"        # "all" weights, or "kept": the selected layers' weights stay frozen
     stage2_loss: str = "lm"          # "lm" (paper) or "kd": KL(dense || pruned) in place of the LM loss (healing too)
     kd_temperature: float = 1.0      # temperature of the "kd" loss (and of +kd healing rows)
-    heal_last: int = 0               # +ft / +kd rows: 0 trains every weight; k trains only the last k layers and the head
+    heal_last: int = 0               # +ft / +kd rows: 0 trains every weight; k trains only the last k layers and
+                                     # the head
     # the end
     fold_scales: bool = True         # fold kept layers' scales into their weights (exact), or drop them
     # machine
-    device: str = "cpu"              # "cuda", "cuda:1", or "auto": spread over every visible GPU (accelerate device_map)
+    device: str = "cpu"              # "cuda", "cuda:1", or "auto": spread over every visible GPU
+                                     # (accelerate device_map)
     autocast: str = "auto"           # "auto": bf16 autocast on CUDA, none on CPU; "bf16"; "none"
 
     def validate(self, n_layers: int) -> int:
@@ -75,7 +80,8 @@ class TRSPConfig:
             raise ValueError(f"cannot remove {n} of {n_layers} layers: need 1 <= n < {n_layers}")
         if n > pool:
             raise ValueError(f"cannot remove {n} layers: only {pool} candidates after protecting the first "
-                             f"{self.protect_first} and last {self.protect_last}; lower protect_first/protect_last or the ratio")
+                             f"{self.protect_first} and last {self.protect_last}; "
+                             "lower protect_first/protect_last or the ratio")
         return n
 
     def _check_values(self) -> None:

@@ -128,7 +128,8 @@ class Trainer:
                 total = lm.float() + reg.to(lm.device)  # the loss sits on the last GPU of a device_map
                 if not torch.isfinite(total):
                     raise TrainingDiverged(
-                        f"stage {stage} step {self.step}: loss is {total.item()} (LM {lm.item():.4g}, reg {float(reg.detach()):.4g}); "
+                        f"stage {stage} step {self.step}: loss is {total.item()} "
+                        f"(LM {lm.item():.4g}, reg {float(reg.detach()):.4g}); "
                         "lower --lr / --gate-lr, --lambda1 / --lambda2, or run in float32")
                 (total / cfg.grad_accum).backward()
                 self.gating.forget()

@@ -100,7 +100,8 @@ def stage2(trainer: Trainer, selected: list[int]) -> None:
 def _stage2_groups(cfg: TRSPConfig, selected: list[int]) -> list[tuple[list[int], int]]:
     """(layers, steps) per stage-2 phase: P jointly, or ("sequential") each layer with its share of the steps."""
     groups = [selected] if cfg.stage2_mode == "joint" else [[i] for i in selected]
-    steps = [cfg.stage2_steps // len(groups) + (1 if g < cfg.stage2_steps % len(groups) else 0) for g in range(len(groups))]
+    steps = [cfg.stage2_steps // len(groups) + (1 if g < cfg.stage2_steps % len(groups) else 0)
+             for g in range(len(groups))]
     return [(g, s) for g, s in zip(groups, steps) if s > 0]
 
 
@@ -120,7 +121,8 @@ def _lambda2(cfg: TRSPConfig, k: int, steps: int) -> float:
     return cfg.lambda2 * (min(1.0, (k + 1) / warm) if warm > 0 else 1.0)
 
 
-def _fade(cfg: TRSPConfig, gating: Gating, group: list[int], start: dict[int, float], steps: int) -> Callable[[int], None]:
+def _fade(cfg: TRSPConfig, gating: Gating, group: list[int], start: dict[int, float],
+          steps: int) -> Callable[[int], None]:
     """Before step k, set the group's gates on a line from their stage-1 value to 0 (reached after
     `fade_fraction` of the steps); a no-op without `stage2_fade`."""
     fade_steps = max(1, round(cfg.fade_fraction * steps))
@@ -134,7 +136,8 @@ def _fade(cfg: TRSPConfig, gating: Gating, group: list[int], start: dict[int, fl
 
 
 @torch.no_grad()
-def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], batch: torch.Tensor, cfg: TRSPConfig) -> dict[int, float]:
+def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], batch: torch.Tensor,
+                         cfg: TRSPConfig) -> dict[int, float]:
     """||X_out - X_in|| / ||X_in|| of each layer in `layers`, on one calibration batch, P active."""
     with gating.running(layers), gating.capturing(layers):
         with autocast(cfg):

@@ -123,7 +123,8 @@ def _scale_output(module: nn.Module, c: float, name: str) -> None:
 
     kind = type(module).__name__
     if isinstance(module, nn.LayerNorm) and not module.elementwise_affine:
-        raise TypeError(f"cannot scale the output of {name}: it is a LayerNorm without weights (elementwise_affine=False)")
+        raise TypeError(f"cannot scale the output of {name}: it is a LayerNorm without weights "
+                        "(elementwise_affine=False)")
     if isinstance(module, (nn.Linear, Conv1D, nn.LayerNorm)):
         _mul(module.weight, c)
         if getattr(module, "bias", None) is not None:

@@ -58,8 +58,8 @@ def start() -> None:
     if active():
         accelerator()
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"{os.environ['WORLD_SIZE']} processes were launched without FSDP: each would prune on its own "
-                         f"and overwrite the others' results; {CONFIG_HINT}")
+        raise ValueError(f"{os.environ['WORLD_SIZE']} processes were launched without FSDP: each would prune on its "
+                         f"own and overwrite the others' results; {CONFIG_HINT}")
 
 
 def world() -> int:

@@ -176,7 +176,8 @@ def fold_scales(model: nn.Module, mode: str, scales: list[float], drop: set[int]
                 scale_branch_output(layer, adapter, scales[i])
         return
     if getattr(model.config, "do_layer_norm_before", True) is False:
-        raise ValueError("fold_scales=True needs a pre-norm model (this OPT variant is post-norm); use fold_scales=False")
+        raise ValueError("fold_scales=True needs a pre-norm model (this OPT variant is post-norm); "
+                         "use fold_scales=False")
     c = 1.0
     for i, layer in enumerate(layers):
         if i in drop:

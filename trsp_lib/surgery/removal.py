@@ -120,6 +120,7 @@ def _rescale_gpt2_queries(attn: nn.Module, old: int, new: int) -> None:
 
 
 def shrink_config(config, keep: list[int], n: int) -> None:
+    """Slice every per-layer list of the config (length `n`) to the kept layers `keep` and set the layer count."""
     spec = getattr(config, "_heterogeneity_spec", None)
     for key, value in list(config.to_dict().items()):
         if isinstance(value, (list, tuple)) and len(value) == n and "layer" in key and not key.endswith("_ids"):
