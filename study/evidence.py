@@ -148,12 +148,12 @@ def plot_seeds(main: dict[str, list[dict]], limit: int = LIMIT):
     zero-shot average, with the dense model and the chance level. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .style import chance_line, figsize, method_name, plain_log_axis, reference_line
+    from .style import chance_line, figsize, method_name, plain_log_axis, reference_line, selection
 
     order = [k for k in ORDER if k in main and k != "dense"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize(0.45), sharey=True)
     for i, label in enumerate(order):
-        colour = "tab:red" if label.startswith("trsp") else OTHERS[i % len(OTHERS)]  # TRSP alone in red
+        colour = "tab:red" if selection(label) == "trsp" else OTHERS[i % len(OTHERS)]  # TRSP alone in red
         ax1.scatter([r["ppl_wiki"] for r in main[label]], [i] * len(main[label]), color=colour, zorder=3)
         scored = [r["zs_avg"] for r in main[label] if "zs_avg" in r]  # perplexity-only seeds have no dot here
         ax2.scatter(scored, [i] * len(scored), color=colour, zorder=3)

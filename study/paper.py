@@ -7,6 +7,7 @@ import json
 from trsp_lib.data import data_dir
 
 from .stats import diff_se, verdict
+from .style import selection
 
 
 def relative(df, source: str):
@@ -76,9 +77,10 @@ def rel(both, source: str, model: str, method: str, col: str = "PPL pruned/dense
 
 def paper_evidence(both, a: str, b: str, paper_model: str = "LLaMA2-7B") -> str:
     """What the paper reports for "a beats b" as pruned / dense perplexity, or why there is nothing to quote."""
-    if a.startswith("trsp") and b in ("shortgpt", "sleb"):
+    trsp = selection(a) == "trsp"
+    if trsp and b in ("shortgpt", "sleb"):
         return f"{rel(both, 'paper', paper_model, 'trsp'):.2f} vs {rel(both, 'paper', paper_model, b):.2f}"
-    return "not measured" if a.startswith("trsp") else "not in the paper"
+    return "not measured" if trsp else "not in the paper"
 
 
 def _yes(flag: bool) -> str:

@@ -70,6 +70,14 @@ def method_name(label: str) -> str:
         return label
 
 
+def selection(label: str) -> str:
+    """The registry selection behind a study label: 'trsp (tuned)' and 'trsp:kd' -> 'trsp'; 'dense' -> 'dense'."""
+    from trsp_lib.pipelines import parse
+
+    base = label.partition(" (")[0]
+    return base if base == "dense" else parse(base).selection
+
+
 def use() -> None:
     """Apply the matplotlib and pandas settings above to this process (idempotent)."""
     import matplotlib
