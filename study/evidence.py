@@ -111,9 +111,19 @@ def seeds_table(main: dict[str, list[dict]]):
                          for label, rows in main.items()])
 
 
+def _says(z: dict, a_name: str, b_name: str) -> str:
+    """The zero-shot verdict of a bootstrap result: a tie when its interval holds 0, else the side ahead."""
+    return "tie (interval holds 0)" if z["lo"] <= 0 <= z["hi"] else f"{a_name if z['lo'] > 0 else b_name} higher"
+
+
+def _ci(z: dict) -> str:
+    return f"{z['diff']:+.3f} [{z['lo']:+.3f}, {z['hi']:+.3f}]"
+
+
 def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, str]] = CLAIMS) -> list[dict]:
     """Each claim "A beats B", decided twice: perplexity by the seed rule (`beyond_spread`), zero-shot by the
-    paired bootstrap interval over the same items (all seeds pooled). Claims with a missing side are left out.
+    paired bootstrap over the same items that resamples seeds, then items (beside it the earlier items-only
+    interval, so a reader sees which verdicts the seed variance changes). Claims with a missing side are left out.
     Each dict also carries the labels ("a", "b") and the bootstrap result ("zs", with per-task intervals)."""
     out = []
     for a_name, a, b_name, b in claims:
@@ -123,14 +133,15 @@ def claim_rows(main: dict[str, list[dict]], claims: list[tuple[str, str, str, st
         ppl = ("within seed spread" if not beyond_spread(pa, pb) else f"{a_name} lower" if max(pa) < min(pb)
                else f"{b_name} lower")
         items = all(any("zs_items" in r for r in main[x]) for x in (a, b))
-        zs = (paired_bootstrap(main[a], main[b]) if items
-              else {"diff": math.nan, "lo": math.nan, "hi": math.nan, "tasks": {}})
-        zv = ("not measured" if not items else "tie (interval holds 0)" if zs["lo"] <= 0 <= zs["hi"]
-              else f"{a_name if zs['lo'] > 0 else b_name} higher")
+        none = {"diff": math.nan, "lo": math.nan, "hi": math.nan, "tasks": {}}
+        zs = paired_bootstrap(main[a], main[b]) if items else none
+        flat = paired_bootstrap(main[a], main[b], seeds=False) if items else none  # the earlier, items-only interval
+        zv = _says(zs, a_name, b_name) if items else "not measured"
         out.append({"a": a, "b": b, "zs": zs, "claim": f"{a_name} beats {b_name}",
                     "PPL wiki (A vs B)": f"{_pm(pa, 1)} vs {_pm(pb, 1)}", "PPL verdict": ppl,
-                    "zero-shot A - B [95% CI]": (f"{zs['diff']:+.3f} [{zs['lo']:+.3f}, {zs['hi']:+.3f}]"
-                                                 if items else "-"), "zero-shot verdict": zv,
+                    "zero-shot A - B [95% CI]": _ci(zs) if items else "-", "zero-shot verdict": zv,
+                    "items only [95% CI]": _ci(flat) if items else "-",
+                    "items-only verdict": _says(flat, a_name, b_name) if items else "not measured",
                     "holds": "yes" if ppl.startswith(a_name) and not zv.endswith(f"{b_name} higher")
                     else "no" if ppl.startswith(b_name) or zv.startswith(b_name) else "undecided"})
     return out

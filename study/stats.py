@@ -26,10 +26,9 @@ def verdict(gap: float, se: float, positive: str, negative: str, tie: str = "tie
     return tie if is_tie(gap, se) else (positive if gap > 0 else negative)
 
 
-def item_correctness(rows: list[dict]) -> dict:
-    """Per task, each item's correctness averaged over `rows` (the seeds of one method: the same items).
-
-    Needs rows scored with per-item records (`zs_items`, from the 500-item runs)."""
+def item_matrix(rows: list[dict]) -> dict:
+    """Per task, a (seeds x items) 0/1 matrix of each row's per-item correctness (the seeds of one method, the
+    same items). Needs rows scored with per-item records (`zs_items`, from the 500-item runs)."""
     import numpy as np
 
     from trsp_lib.zeroshot import unpack_items
@@ -37,35 +36,44 @@ def item_correctness(rows: list[dict]) -> dict:
     rows = [r for r in rows if "zs_items" in r]  # perplexity-only seeds take no part
     if not rows:
         raise ValueError("no row has a per-item zero-shot record; compute them with a zs limit (e.g. 500)")
-    tasks = list(rows[0]["zs_items"])
-    return {t: np.mean([unpack_items(r["zs_items"][t], r["zs_n"][t]) for r in rows], axis=0) for t in tasks}
+    return {t: np.array([unpack_items(r["zs_items"][t], r["zs_n"][t]) for r in rows], dtype=float)
+            for t in rows[0]["zs_items"]}
 
 
-def paired_bootstrap(a: list[dict], b: list[dict], n_boot: int = 4000, seed: int = 0, level: float = 0.95) -> dict:
+def paired_bootstrap(a: list[dict], b: list[dict], n_boot: int = 4000, seed: int = 0, level: float = 0.95,
+                     seeds: bool = True) -> dict:
     """The zero-shot average of `a` minus that of `b`, paired on the same items, with a bootstrap interval.
 
-    Each side's per-item correctness is averaged over its rows (seeds); items are resampled within each
-    task (the average is the plain mean of per-task accuracies), the same resample for both sides, which
-    is what pairing buys: item difficulty cancels. Returns diff, lo, hi and the same per task."""
+    Hierarchical (`seeds`): each draw resamples each side's seeds with replacement (one draw for every task:
+    a seed is one model), then the items within each task, the same items for both sides (pairing: item
+    difficulty cancels); the average is the plain mean of per-task accuracies. So the interval holds the
+    spread between calibration seeds as well as between items. `seeds=False` averages the seeds first and
+    resamples items only (the study's earlier interval). Returns diff, lo, hi and the same per task."""
     import numpy as np
 
-    ia, ib = item_correctness(a), item_correctness(b)
-    if ia.keys() != ib.keys() or any(len(ia[t]) != len(ib[t]) for t in ia):
+    ma, mb = item_matrix(a), item_matrix(b)
+    if ma.keys() != mb.keys() or any(ma[t].shape[1] != mb[t].shape[1] for t in ma):
         raise ValueError("the two sides were scored on different items; use the same zs limit and seed")
     rng = np.random.default_rng(seed)
+    na, nb = len(next(iter(ma.values()))), len(next(iter(mb.values())))
+    pick_a = rng.integers(0, na, size=(n_boot, na)) if seeds else None
+    pick_b = rng.integers(0, nb, size=(n_boot, nb)) if seeds else None
     q = ((1 - level) / 2, (1 + level) / 2)
     per_task, boots = {}, []
-    for t in ia:
-        d = ia[t] - ib[t]
-        draws = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    for t in ma:
+        items = rng.integers(0, ma[t].shape[1], size=(n_boot, ma[t].shape[1]))
+        if seeds:  # (n_boot, items): each draw's seed-averaged correctness, then its items
+            d = ma[t][pick_a].mean(axis=1) - mb[t][pick_b].mean(axis=1)
+            draws = np.take_along_axis(d, items, axis=1).mean(axis=1)
+        else:
+            draws = (ma[t].mean(axis=0) - mb[t].mean(axis=0))[items].mean(axis=1)
         boots.append(draws)
         lo, hi = np.quantile(draws, q)
-        per_task[t] = {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi)}
-    avg = np.mean(boots, axis=0)
-    lo, hi = np.quantile(avg, q)
+        per_task[t] = {"diff": float(ma[t].mean() - mb[t].mean()), "lo": float(lo), "hi": float(hi)}
+    lo, hi = np.quantile(np.mean(boots, axis=0), q)
     return {"diff": float(np.mean([p["diff"] for p in per_task.values()])), "lo": float(lo), "hi": float(hi),
-            "tasks": per_task, "n_items": {t: len(v) for t, v in ia.items()},
-            "n_seeds": (sum("zs_items" in r for r in a), sum("zs_items" in r for r in b))}
+            "tasks": per_task, "n_items": {t: m.shape[1] for t, m in ma.items()}, "n_seeds": (na, nb),
+            "resampled": "seeds and items" if seeds else "items"}
 
 
 def seed_spread(values: list[float]) -> dict:

@@ -47,6 +47,30 @@ def test_paired_bootstrap_averages_seeds_and_rejects_other_items():
         paired_bootstrap([{"method": "old", "zs_n": {"t": 4}}], [b])
 
 
+def test_the_interval_widens_when_seeds_disagree():
+    """Three seeds of `a`: one far better, one far worse, one like `b` on the same items. Averaging the seeds first
+    hides that spread; resampling seeds, then items, shows it: the interval widens and holds the mean."""
+    rng = np.random.default_rng(3)
+    base = (rng.random(500) < 0.5).astype(int)
+
+    def shifted(k: int) -> list[int]:  # k items flipped toward correct (k > 0) or wrong (k < 0)
+        out = base.copy()
+        pool = np.flatnonzero(base == (0 if k > 0 else 1))
+        out[rng.choice(pool, abs(k), replace=False)] = 1 if k > 0 else 0
+        return out.tolist()
+
+    a = [_row("a", {"t": shifted(k)}) for k in (120, -100, 5)]
+    b = [_row("b", {"t": base.tolist()})]
+    items_only = paired_bootstrap(a, b, n_boot=2000, seeds=False)
+    both = paired_bootstrap(a, b, n_boot=2000)
+    assert both["diff"] == items_only["diff"] and both["resampled"] == "seeds and items"
+    assert both["hi"] - both["lo"] > 2 * (items_only["hi"] - items_only["lo"])
+    assert both["lo"] < both["diff"] < both["hi"]
+    agree = [_row("a", {"t": shifted(40)}) for _ in range(3)]  # seeds that agree: nearly the same interval
+    close = paired_bootstrap(agree, b, n_boot=2000), paired_bootstrap(agree, b, n_boot=2000, seeds=False)
+    assert abs((close[0]["hi"] - close[0]["lo"]) - (close[1]["hi"] - close[1]["lo"])) < 0.02
+
+
 def test_seed_rule():
     assert beyond_spread([50.0, 51.0, 52.0], [53.0, 60.0, 55.0])
     assert not beyond_spread([50.0, 54.0, 52.0], [53.0, 60.0, 55.0])
