@@ -93,3 +93,39 @@ check_type = check_values = check_gradient = check_identity = print
 
 def stage2_loss(x_in, x_out, norm="l2"):
     return (x_out - x_in).sum() * 0'''
+
+
+def solution_cell(nb: dict) -> dict:
+    (cell,) = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code"]
+    return cell
+
+
+def reference_code(teacher_notebook) -> str:
+    """The reference solution of a teacher notebook, without nbgrader's markers."""
+    import json
+    nb = json.loads(teacher_notebook.read_text())
+    return "\n".join(line for line in "".join(solution_cell(nb)["source"]).splitlines() if not line.strip().startswith("### "))
+
+
+def submit(submissions, student: str, released, code: str | None) -> None:
+    """Write the released notebook with `code` in its solution cell (None: as handed out) where
+    nbgrader's collect would put it: submissions/<student>/<assignment>/<assignment>.ipynb."""
+    import json
+    nb = json.loads(released.read_text())
+    if code is not None:
+        solution_cell(nb)["source"] = code
+    dest = submissions / student / released.parent.name / released.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(nb))
+
+
+def the_four(source, released: dict, submissions) -> dict[str, str]:
+    """A reference, a near miss, a shortcut and a crash for each assignment; returns {student: kind}."""
+    short = shortcuts()
+    kinds = {}
+    for name, path in released.items():
+        for kind, code in (("reference", reference_code(source / name / f"{name}.ipynb")), ("near-miss", NEAR_MISS[name]),
+                           ("shortcut", short[name]), ("crash", CRASH[name])):
+            submit(submissions, kind, path, code)
+            kinds[kind] = kind
+    return kinds

@@ -10,7 +10,6 @@ runs a copy of one.  The hidden tests are the teacher's and are not released.
 from __future__ import annotations
 
 import dis
-import functools
 import hashlib
 import importlib.util
 import math
@@ -115,10 +114,21 @@ def _functions(path: Path) -> list[types.CodeType]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
 def _guarded() -> tuple[str, dict, dict]:
     """(this file, {library file: module name}, {(file, line, name) or fingerprint: what it is}) for the
-    library functions the student may neither call nor copy (`_forbidden_in_library` says which)."""
+    library functions the student may neither call nor copy (`_forbidden_in_library` says which).
+
+    Computed once per kernel and checks file (the test cells reload this file; the library is read again
+    only if this file changed)."""
+    own = os.path.realpath(__file__)
+    cache = vars(sys.modules.setdefault("_trsp_checks_guard", types.ModuleType("_trsp_checks_guard")))
+    stamp = (own, os.stat(own).st_mtime_ns)
+    if stamp not in cache:
+        cache[stamp] = _read_library(own)
+    return cache[stamp]
+
+
+def _read_library(own: str) -> tuple[str, dict, dict]:
     spec = importlib.util.find_spec(LIBRARY)
     roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
     modules, banned = {}, {}
@@ -134,7 +144,7 @@ def _guarded() -> tuple[str, dict, dict]:
                     banned[(os.path.realpath(path), code.co_firstlineno, code.co_name)] = name
                     if len(_fingerprint(code)[1]) >= 12:  # long enough that a match is a copy, not a coincidence
                         banned[_fingerprint(code)] = name
-    return os.path.realpath(__file__), modules, banned
+    return own, modules, banned
 
 
 def _call(fn: Callable, where: str, *args, **kwargs) -> Any:
