@@ -31,8 +31,8 @@ SHORT = {name[:2]: name for name in ASSIGNMENTS}
 #: Files of the course directory itself that every nbgrader command reads.
 CONFIG = ("nbgrader_config.py", "nbgrader_plugins.py")
 #: What must never reach a student: solution and hidden-test markers, the rubrics, the teacher's script.
-TEACHER_ONLY = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "rubrics.md",
-                "teacher/expected.py", "seed=20261130")
+TEACHER_ONLY = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "rubrics.md", "Model answer",
+                "Rubric:", "seed=20261130", "def _reference", "def stage2_reference", "def speedup_reference")
 
 
 class CourseError(Exception):
