@@ -92,7 +92,7 @@ check_type = check_values = check_gradient = check_identity = print
 
 
 def stage2_loss(x_in, x_out, norm="l2"):
-    return (x_out - x_in).sum() * 0'''
+    return None'''
 
 
 def solution_cell(nb: dict) -> dict:

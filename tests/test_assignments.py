@@ -72,11 +72,12 @@ def reference(name: str):
     return define(name, subs.reference_code(SOURCE / name / f"{name}.ipynb"))
 
 
-def autograde(name: str, fn) -> tuple[float, float, dict]:
-    """Every test cell of the teacher notebook (hidden tests included) with `fn` as the student's function,
-    as nbgrader does: a cell that raises scores 0.  Returns (score, max score, {failing cell: message})."""
+def autograde(name: str, fn, ns: dict | None = None) -> tuple[float, float, dict]:
+    """Every test cell of the teacher notebook (hidden tests included) with `fn` as the student's function
+    (or in the namespace `ns` a solution cell made), as nbgrader does: a cell that raises scores 0.
+    Returns (score, max score, {failing cell: message})."""
     nb = notebook(name)
-    ns = {**setup_namespace(nb), FUNCTION[name]: fn}
+    ns = ns if ns is not None else {**setup_namespace(nb), FUNCTION[name]: fn}
     score = total = 0.0
     errors = {}
     for cell in graded(nb, "tests"):
@@ -116,6 +117,13 @@ def test_a_near_miss_earns_some_but_not_all_points(name, points):
 def test_the_known_shortcut_earns_nothing(name):
     score, _, errors = autograde(name, define(name, subs.shortcuts()[name]))
     assert score == 0 and all("earns no marks" in e for e in errors.values()), errors
+
+
+def test_rebinding_the_checks_in_the_solution_cell_changes_nothing():
+    ns = setup_namespace(notebook("a1_stage2_loss"))
+    exec(subs.REBIND, ns)  # patches a1_checks' functions and rebinds their names; returns None
+    score, _, errors = autograde("a1_stage2_loss", None, ns)
+    assert score == 0 and len(errors) == 5 and a1.check_values is not print
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTION))

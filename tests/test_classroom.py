@@ -45,7 +45,6 @@ def graded(tmp_path_factory):
     released = {name: root / "release" / name / f"{name}.ipynb" for name in course.ASSIGNMENTS}
     incoming = root / "incoming"
     subs.the_four(SOURCE, released, incoming, crash=(A1,))
-    subs.submit(incoming, "rebind", released[A1], subs.REBIND)
     done = make("grade", f"COURSE={root}", f"SUBMISSIONS={incoming}", f"GRADES={root / 'grades.csv'}")
     assert done.returncode == 0, done.stderr[-3000:]
     return root, incoming, released, done
@@ -75,7 +74,7 @@ def test_one_grading_run_separates_reference_near_miss_shortcut_and_crash(graded
     for student, points in EXPECTED.items():
         assert tuple(scores[(student, name)][0] for name in course.ASSIGNMENTS) == points, student
     assert all(scores[k][1] == 16.0 for k in scores)  # 10 autograded + 3 questions x 2 by hand
-    assert scores[("crash", A1)] == (0.0, 16.0) and scores[("rebind", A1)] == (0.0, 16.0)
+    assert scores[("crash", A1)] == (0.0, 16.0)
     for student, name in (("shortcut", A1), ("shortcut", "a2_new_criterion"), ("shortcut", "a3_predict_speedup")):
         cells = json.dumps(json.loads((root / "autograded" / student / name / f"{name}.ipynb").read_text())["cells"])
         assert "earns no marks" in cells, (student, name)
@@ -90,7 +89,7 @@ def test_grade_one_assignment_regrades_only_what_changed(graded):
     subs.submit(incoming, "near-miss", released[A1], subs.reference_code(SOURCE / A1 / f"{A1}.ipynb"))  # fixed and resubmitted
     done = make("grade", "ASSIGNMENT=a1", f"COURSE={root}", f"SUBMISSIONS={incoming}", f"GRADES={root / 'grades.csv'}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"{A1}: 1 of 5 submissions new or changed" in done.stdout and "a2_new_criterion" not in done.stdout
+    assert f"{A1}: 1 of 4 submissions new or changed" in done.stdout and "a2_new_criterion" not in done.stdout
     changed = [p for p, t in before.items() if p.stat().st_mtime != t]
     assert [p.parent.parent.name for p in changed] == ["near-miss"]
     assert float(rows(root / "grades.csv")[("near-miss", A1)]["raw_score"]) == 10.0
@@ -105,7 +104,7 @@ def test_roster_and_due_dates_make_not_submitted_distinct_from_zero(graded, tmp_
     done = make("roster", f"COURSE={root}", f"ROSTER={roster}", f"DUE_DATES={ROOT / 'classroom' / 'due_dates.example.csv'}")
     assert done.returncode == 0, done.stderr[-3000:]
     done = make("grade", f"COURSE={root}", f"SUBMISSIONS={incoming}", f"GRADES={root / 'grades.csv'}")
-    assert done.returncode == 0 and "0 of 5 submissions new or changed" in done.stdout
+    assert done.returncode == 0 and "0 of 4 submissions new or changed" in done.stdout
     table = rows(root / "grades.csv")
     absent = table[("ada", A1)]
     assert absent["status"] == "not submitted" and absent["raw_score"] == absent["score"] == ""
@@ -121,7 +120,7 @@ def test_feedback_shows_the_messages_and_not_the_hidden_tests(graded):
     done = make("feedback", "ASSIGNMENT=a1", f"COURSE={root}")
     assert done.returncode == 0, done.stderr[-3000:]
     pages = {p.parent.parent.name: p.read_text() for p in (root / "feedback").glob(f"*/{A1}/{A1}.html")}
-    assert {"reference", "near-miss", "shortcut", "crash", "rebind"} <= set(pages)
+    assert {"reference", "near-miss", "shortcut", "crash"} <= set(pages)
     for student, page in pages.items():
         assert "BEGIN HIDDEN TESTS" not in page and "_reference" not in page and "seed=20261130" not in page, student
     assert "earns no marks" in pages["shortcut"]
