@@ -143,6 +143,10 @@ def _read_library(own: str) -> tuple[str, dict, dict]:
     return own, modules, banned
 
 
+class _Forbidden(Exception):
+    """Raised into the student's function at its first forbidden call."""
+
+
 def _call(fn: Callable, where: str, *args, **kwargs) -> Any:
     """Call the student's function, turning NotImplementedError and crashes into a readable failure.
 
@@ -172,24 +176,24 @@ def _call(fn: Callable, where: str, *args, **kwargs) -> Any:
             seen[code] = what
         if seen[code]:
             offence.append(seen[code])
+            raise _Forbidden(seen[code])  # stops the student's function at its first forbidden call
 
     previous = sys.getprofile()
     sys.setprofile(watch)
     try:
-        result = fn(*args, **kwargs)
-    except NotImplementedError:
-        raise AssertionError(f"{_name(fn)} raised NotImplementedError: {FILL_IN}.") from None
-    except Exception as err:
-        if offence:
-            result = None
-        else:
-            raise AssertionError(f"{_name(fn)} crashed on {where}: {type(err).__name__}: {err}") from err
+        result, error = fn(*args, **kwargs), None
+    except Exception as err:  # judged below, with the profiler off
+        result, error = None, err
     finally:
         sys.setprofile(previous)
     if offence:
         raise _fail(fn, where, "your own computation", f"a call of {offence[0]}",
                     "the assignment is to write this yourself; calling or copying the library's or the checks' "
                     "code earns no marks (if you wrote this code yourself, tell your teacher)")
+    if isinstance(error, NotImplementedError):
+        raise AssertionError(f"{_name(fn)} raised NotImplementedError: {FILL_IN}.") from None
+    if error is not None:
+        raise AssertionError(f"{_name(fn)} crashed on {where}: {type(error).__name__}: {error}") from error
     return result
 
 # ---- end of the common part ----------------------------------------------------------------------
