@@ -15,6 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # nbgrader_plugi
 c.CourseDirectory.course_id = "trsp"
 # The assignments' checks import torch and build tiny models: give a cell time on a busy 2-core machine.
 c.ExecutePreprocessor.timeout = 300
+# Kernels inherit this: OpenMP threads that wait passively instead of spinning. On a shared or busy CPU a
+# tiny model's forward pass then takes milliseconds instead of about a second (measured on 2 busy cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # What the student sees in place of a solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
