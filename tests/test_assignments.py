@@ -37,6 +37,15 @@ def _teacher_script():
 expected = _teacher_script()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy CPU, idle OpenMP threads spin (about 1 s a forward pass)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def notebook(name: str) -> dict:
     return json.loads((SOURCE / name / f"{name}.ipynb").read_text())
 
