@@ -208,9 +208,8 @@ def _forbidden_in_library(code: types.CodeType) -> bool:
 
 _HINT_GRAPH = ("the result is not connected to the inputs' autograd graph: do not call .item(), .detach() or "
                "torch.tensor(...) on it and do not compute it under torch.no_grad(); stage 2 backpropagates it")
-_HINT_GENERIC = ("per token, take the norm of x_out - x_in over the hidden dimension (dim=-1): 'l2' = Euclidean "
-                 "norm, 'l1' = sum of |.|, not squared; then average over batch and tokens (.mean()); see the "
-                 "definition in the assignment's introduction")
+_HINT_GENERIC = ("compare your code with the definition in the assignment's introduction: a norm per token over "
+                 "the hidden dimension, not squared, then the average over batch and tokens")
 #: What the usual wrong losses mean; which one a wrong value is, is looked up by its hash (MISTAKES).
 HINTS = {
     "frobenius": "this is ONE Frobenius norm of the whole [batch, tokens, hidden] tensor (what the released code does); "
@@ -433,9 +432,9 @@ def check_identity(fn: Callable) -> None:
         (grad,) = torch.autograd.grad(got, (x_out,), allow_unused=True)
         if grad is not None and not torch.isfinite(grad).all():
             raise _fail(fn, where, "a finite gradient (0)", "NaN/inf in d loss / d x_out",
-                        "torch.sqrt((d**2).sum(-1)) has an infinite derivative at 0 and gives NaN at an exact "
-                        "identity layer, which would poison every weight; use d.norm(dim=-1) or "
-                        "torch.linalg.vector_norm(d, dim=-1), whose gradient at 0 is defined as 0")
+                        "the square root of a sum of squares has an infinite derivative at 0 and gives NaN at an "
+                        "exact identity layer, which would poison every weight; torch's own vector norm defines "
+                        "its gradient at 0 as 0")
     print(f"✓ {_name(fn)} gives an identity layer a loss of exactly 0 with a finite gradient")
 
 

@@ -213,17 +213,16 @@ VALUE_CASES = ((8, 2, 32, 2048, 128, 64), (12, 3, 64, 1024, 1024, 256), (30, 8, 
 #: What each part of a wrong formula means; the parts of a wrong value are looked up by its hash (MISTAKES).
 HINTS = {
     "inverted": "the speed-up is dense FLOPs / pruned FLOPs (> 1), not pruned / dense",
-    "lm_head=0": "the LM head (a vocab x hidden matrix, 2*seq_len*vocab*hidden FLOPs) runs whatever you remove, so "
-                 "the ratio is below n_layers / (n_layers - n_removed): count it in both the dense and pruned FLOPs",
+    "lm_head=0": "the LM head runs whatever you remove, so the ratio is below n_layers / (n_layers - n_removed): "
+                 "count it in both the dense and the pruned FLOPs",
     "lm_head=2": "the embedding lookup is a gather and costs no multiply-adds: count the LM head once, not twice",
-    "attention=none": "include attention's scores QK^T and weighted sum AV: per layer 2 matmuls of hidden "
-                      "multiply-adds per query-key pair, seq_len*(seq_len+1)/2 pairs (causal); they grow with seq_len^2",
-    "attention=full": "attention is causal: token t attends to t+1 positions, so seq_len*(seq_len+1)/2 pairs, "
-                      "not seq_len^2",
-    "mlp=2": "a Llama MLP has three matrices (gate_proj, up_proj, down_proj): 3 * hidden * intermediate weights",
+    "attention=none": "include attention's scores QK^T and weighted sum AV: multiply-adds that are removed with "
+                      "the layers and grow with the square of the sequence length",
+    "attention=full": "attention is causal: token t attends to t+1 positions, not to all seq_len of them",
+    "mlp=2": "a Llama MLP has three matrices (gate_proj, up_proj, down_proj), not two",
 }
-_HINT_GENERIC = ("count 2 FLOPs per weight per token for every matrix of the decoder layers and of the LM head, plus "
-                 "attention's QK^T and AV (causal); norms and the embedding lookup are negligible or free")
+_HINT_GENERIC = ("count the multiply-adds (2 FLOPs each) of every matrix product of a forward pass, as the "
+                 "assignment's introduction lists them; norms and the embedding lookup are negligible or free")
 
 # BEGIN EXPECTED (written by classroom/teacher/expected.py from the library's FLOP count; do not edit)
 EXPECTED: dict = {
