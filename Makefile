@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup test test-all lint unit test-fsdp book book-tiny check-book prune clean-cache release grade
+.PHONY: setup test test-all lint unit test-fsdp book book-tiny check-book prune clean-cache release grade feedback roster student-kit
 
 setup: $(STAMP)
 
@@ -79,20 +79,36 @@ prune: setup
 	.venv/bin/trsp prune --model smollm2-135m --ratio 0.25 --out runs/smollm2-25
 
 # ---- The classroom kit (classroom/, nbgrader) --------------------------------------------------------
-# nbgrader runs `alembic` from PATH; its kernels import this checkout's trsp_lib.
-NBGRADER    := PATH="$(CURDIR)/.venv/bin:$$PATH" PYTHONPATH="$(CURDIR)" $(CURDIR)/.venv/bin/nbgrader
+# Each step is classroom/course.py on nbgrader's own commands (book/teaching.md has the whole workflow);
+# each redoes only what changed. ASSIGNMENT=a1 (or a2, a3) limits a step to one assignment.
+COURSE      ?= classroom
+ASSIGNMENT  ?=
 SUBMISSIONS ?= classroom/submitted
 GRADES      ?= classroom/grades.csv
+ROSTER      ?= classroom/roster.csv
+DUE_DATES   ?= classroom/due_dates.csv
+KIT         ?= classroom/student-kit.zip
+CLASSROOM   := $(PY) classroom/course.py --course "$(COURSE)" --assignment "$(ASSIGNMENT)"
 
-# The student versions of every assignment in classroom/source/ (solutions, hidden tests and model
-# answers removed) in classroom/release/<assignment>/.
+# The student versions (solutions, hidden tests and model answers removed) in COURSE/release/<assignment>/;
+# only the assignments whose teacher sources changed (FORCE=1: all of them).
 release: setup
-	cd classroom && $(NBGRADER) generate_assignment --force "*"
+	$(CLASSROOM) release $(if $(FORCE),--force)
 
-# Autograde SUBMISSIONS/<student>/<assignment>/<assignment>.ipynb (the layout `nbgrader collect`
-# and `nbgrader zip_collect` make), then the score table GRADES (CSV, one row per student and assignment).
-grade: release
-	@test -d "$(SUBMISSIONS)" || { echo "grade: no folder $(SUBMISSIONS); pass SUBMISSIONS=dir holding <student>/<assignment>/<assignment>.ipynb" >&2; exit 2; }
-	cd classroom && $(NBGRADER) autograde --force "*" --CourseDirectory.submitted_directory="$(abspath $(SUBMISSIONS))"
-	cd classroom && $(NBGRADER) export --to="$(abspath $(GRADES))"
-	@echo "scores: $(GRADES)"
+# Autograde the new or changed SUBMISSIONS/<student>/<assignment>/<assignment>.ipynb (the layout of
+# `nbgrader collect` and `zip_collect`), then the grades of every assignment in GRADES (CSV).
+grade: setup
+	$(CLASSROOM) grade --submissions "$(SUBMISSIONS)" --grades "$(GRADES)"
+
+# HTML feedback for each graded submission: COURSE/feedback/<student>/<assignment>/<assignment>.html.
+feedback: setup
+	$(CLASSROOM) feedback
+
+# The students (ROSTER: id,first_name,last_name,email) and due dates (DUE_DATES: name,duedate) into the
+# gradebook; examples: classroom/roster.example.csv, classroom/due_dates.example.csv.
+roster: setup
+	$(CLASSROOM) roster --roster "$(ROSTER)" --due-dates "$(DUE_DATES)"
+
+# KIT: a zip for students (released notebooks, checks, the library as a wheel, a README with the install line).
+student-kit: setup
+	$(CLASSROOM) student-kit --out "$(KIT)"
