@@ -144,6 +144,13 @@ def test_padding_and_batch_mates_do_not_change_a_score(tiny_lm):
     groups, _ = plan_groups(reqs, DOCS, tiny_lm.max_length)
     tol = (1e-5, 1e-5)
     together = tiny_lm._score_batch(groups, reqs, tol)
+    budget, tiny_lm.batch_tokens = tiny_lm.batch_tokens, 1  # each suffix its own chunk, on its own cache copy
+    try:
+        one_by_one = tiny_lm._score_batch(groups, reqs, tol)
+    finally:
+        tiny_lm.batch_tokens = budget
+    assert [one_by_one[i].ll for i in sorted(together)] == pytest.approx([together[i].ll for i in sorted(together)],
+                                                                         rel=1e-6)
     for g in groups:
         alone = tiny_lm._score_batch([g], reqs, tol)
         for i in g.rows:

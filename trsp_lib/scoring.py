@@ -14,6 +14,7 @@ stock lm-eval would have put them in: same tensors, same floats, same answers.
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -151,7 +152,7 @@ def fragile_rows(results: dict[int, Score], requests: list[Request], docs: list,
 class SharedPrefixLM(HFLM):
     """HFLM that scores each item's choices over one shared key/value cache (answers: HFLM's)."""
 
-    def __init__(self, *args, batch_tokens: int = 4096, tolerance: tuple[float, float] | None = None,
+    def __init__(self, *args, batch_tokens: int = 8192, tolerance: tuple[float, float] | None = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
@@ -219,7 +220,8 @@ class SharedPrefixLM(HFLM):
 
     @torch.no_grad()
     def _score_batch(self, groups: list[Group], requests: list[Request], tol: tuple[float, float]) -> dict[int, Score]:
-        """One forward of the groups' prefixes (left-padded, cached), one of their rows' suffixes on it."""
+        """One forward of the groups' prefixes (left-padded, cached); their rows' suffixes then run on
+        copies of that cache, sorted by length and cut into chunks so that little of them is padding."""
         dev, pre = self.device, max(len(g.prefix) for g in groups)
         ids = torch.zeros(len(groups), pre, dtype=torch.long)
         mask, pos = torch.zeros_like(ids), torch.zeros_like(ids)
@@ -227,22 +229,35 @@ class SharedPrefixLM(HFLM):
             n = len(g.prefix)
             ids[b, pre - n:], mask[b, pre - n:], pos[b, pre - n:] = torch.tensor(g.prefix), 1, torch.arange(n)
         with self._autocast():
-            out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                             use_cache=True, logits_to_keep=1)
-        owner = [b for b, g in enumerate(groups) for _ in g.rows]
-        suffixes = [s for g in groups for s in g.suffixes]
+            cache = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                               use_cache=True, logits_to_keep=1).cache
+        rows = sorted(((b, k) for b, g in enumerate(groups) for k in range(len(g.rows))),
+                      key=lambda bk: -len(groups[bk[0]].suffixes[bk[1]]))
+        out: dict[int, Score] = {}
+        while rows:
+            longest = len(groups[rows[0][0]].suffixes[rows[0][1]])
+            take = max(1, self.batch_tokens // (4 * longest))  # ~1/4 of the budget in suffix tokens
+            chunk, rows = rows[:take], rows[take:]
+            out.update(self._score_suffixes(groups, chunk, copy.deepcopy(cache), mask, requests, tol))
+        return out
+
+    def _score_suffixes(self, groups: list[Group], chunk: list[tuple[int, int]], cache, mask: torch.Tensor,
+                        requests: list[Request], tol: tuple[float, float]) -> dict[int, Score]:
+        """Rows (group b, choice k) continued from their group's cached prefix, right-padded."""
+        dev = self.device
+        owner = [b for b, _ in chunk]
+        suffixes = [groups[b].suffixes[k] for b, k in chunk]
         suf = max(map(len, suffixes))
-        s_ids, s_mask, s_pos = (torch.zeros(len(owner), suf, dtype=torch.long) for _ in range(3))
+        s_ids, s_mask, s_pos = (torch.zeros(len(chunk), suf, dtype=torch.long) for _ in range(3))
         for r, (b, s) in enumerate(zip(owner, suffixes)):
             n = len(groups[b].prefix)
             s_ids[r, :len(s)], s_mask[r, :len(s)], s_pos[r, :len(s)] = torch.tensor(s), 1, torch.arange(n, n + len(s))
-        cache = out.cache
         cache.reorder_cache(torch.tensor(owner, device=dev))
         with self._autocast():
             logits = self.model(input_ids=s_ids.to(dev), attention_mask=torch.cat([mask[owner], s_mask], 1).to(dev),
                                 position_ids=s_pos.to(dev), cache=cache, use_cache=True).logits
-        rows = [i for g in groups for i in g.rows]
-        return self._read_scores(logits, rows, suffixes, [m for g in groups for m in g.scored], requests, tol)
+        rows = [groups[b].rows[k] for b, k in chunk]
+        return self._read_scores(logits, rows, suffixes, [groups[b].scored[k] for b, k in chunk], requests, tol)
 
     def _read_scores(self, logits: torch.Tensor, rows: list[int], suffixes: list[list[int]], scored: list[int],
                      requests: list[Request], tol: tuple[float, float]) -> dict[int, Score]:
