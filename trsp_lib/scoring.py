@@ -165,6 +165,7 @@ class SharedPrefixLM(HFLM):
         model = self.model
         sharded = any(type(p).__name__ == "DTensor" for p in model.parameters())  # FSDP-sharded weights
         return (self.backend == "causal" and isinstance(self.batch_size, int) and not sharded
+                and self.mixed_precision_dtype is None  # autocast: the tolerance would be the wrong dtype's
                 and getattr(model.config, "model_type", None) in FAST_MODEL_TYPES
                 and next(model.parameters()).dtype in TOLERANCE)
 

