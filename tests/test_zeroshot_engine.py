@@ -30,6 +30,24 @@ def test_stock_lm_eval_command_line_reads_the_offline_tasks_from_any_folder(tmp_
     assert re.search(r"\|trsp_piqa\|.*\|acc\s*\|.*\|\s*[01]\.\d+\|", table), table[-3000:]
 
 
+def test_the_command_lines_loader_reads_the_librarys_items_in_its_order():
+    """The `custom_dataset` hook and trsp_lib.zeroshot's absolute path give the same rows: same scores."""
+    import datasets
+    import importlib.util
+
+    from trsp_lib.zeroshot import ALL_TASKS, task_config
+
+    spec = importlib.util.spec_from_file_location("offline_data", REPO / "data" / "tasks" / "offline_data.py")
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    for name in ALL_TASKS:
+        cfg = task_config(name)
+        assert "custom_dataset" not in cfg and Path(cfg["dataset_kwargs"]["data_files"]["test"]).is_absolute()
+        mine = loader.load(data_files={"test": f"benchmarks/{name}.jsonl"}, version=1.0)["test"]
+        library = datasets.load_dataset("json", data_files=cfg["dataset_kwargs"]["data_files"])["test"]
+        assert mine.to_list() == library.to_list()
+
+
 # --- the fast engine: plan, batches, near-ties, and answers against stock HFLM ---------------------------
 
 def _req(ctx: list[int], cont: list[int], text: str = " x") -> tuple:
