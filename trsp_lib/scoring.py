@@ -150,9 +150,13 @@ def fragile_rows(results: dict[int, Score], requests: list[Request], docs: list,
 
 
 class SharedPrefixLM(HFLM):
-    """HFLM that scores each item's choices over one shared key/value cache (answers: HFLM's)."""
+    """HFLM that scores each item's choices over one shared key/value cache (answers: HFLM's).
 
-    def __init__(self, *args, batch_tokens: int = 8192, tolerance: tuple[float, float] | None = None,
+    `batch_tokens`: padded tokens per prefix batch (a quarter of it per suffix chunk); on 2 CPU cores
+    2048 ran PIQA/HellaSwag/ARC-e 1.3x faster than 8192 (smaller logits tensors).
+    """
+
+    def __init__(self, *args, batch_tokens: int = 2048, tolerance: tuple[float, float] | None = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.batch_tokens = batch_tokens
