@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_stock_lm_eval_command_line_reads_the_offline_tasks_from_any_folder(tmp_path):
     """`lm_eval --include_path <repo>/data/tasks` on a saved pruned checkpoint, run from elsewhere."""
-    from trsp_lib.removal import remove_layers, save_model
+    from trsp_lib.surgery.removal import remove_layers, save_model
     from trsp_lib.tiny import tiny_model, tiny_tokenizer
 
     ckpt = save_model(remove_layers(tiny_model("llama", n_layers=4), [1]), tiny_tokenizer(), tmp_path / "pruned")
