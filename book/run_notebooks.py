@@ -141,7 +141,8 @@ def run() -> int:
     if fresh:
         os.environ["TRSP_FRESH"] = "1"
     results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
-    lib = digest(list((ROOT / "trsp_lib").glob("*.py")) + [BOOK / "params.yaml", Path(__file__).resolve()])
+    lib = digest(sorted((ROOT / "trsp_lib").rglob("*.py")) + sorted((ROOT / "study").rglob("*.py"))
+                 + [BOOK / "params.yaml", Path(__file__).resolve()])
     OUT.mkdir(parents=True, exist_ok=True)
     stamps_path = OUT / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}

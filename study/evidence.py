@@ -1,88 +1,14 @@
-"""The evidence behind the verdict: the main rows over three calibration seeds with 500 zero-shot items each,
-built on the choices the declared searches made on validation text (`searches`), and the claims they decide.
+"""The evidence behind the verdict: the claims the main rows decide (the rows: `plan.main_rows`, over three
+calibration seeds with 500 zero-shot items each, built on the choices the declared searches made on validation
+text), their table and the headline figure.
 """
 from __future__ import annotations
 
 import math
 
-from trsp_lib.compare import compare
-
-from .searches import search, search_heal, search_trsp, trsp_point
 from .stats import beyond_spread, paired_bootstrap, seed_spread
 
-#: The frontier chapter's declared searches and pipelines (notebooks/09_instead.ipynb's defaults).
-FRONTIER: dict = {
-    "selections": "trsp,shortgpt,sleb,angular", "search_selection": "sleb",
-    "lin_grid": [{"alpha": 0.0, "sequential": False}, {"alpha": 0.0, "sequential": True},
-                 {"alpha": 1e-2, "sequential": True}],
-    "heal_grid": [{"lr": 2e-5, "temperature": 1.0}, {"lr": 1e-4, "temperature": 1.0},
-                  {"lr": 1e-4, "temperature": 2.0}, {"lr": 3e-4, "temperature": 1.0}],
-    "lin_pipelines": "trsp+lin,shortgpt+lin,sleb+lin,angular+lin",
-    "healed_pipelines": "sleb+lin+kd,sleb+lin+ft,sleb+kd,shortgpt+kd,trsp:kd",
-    "heal_edge": {"lr": 1e-3, "temperature": 1.0},  # one point past heal_grid, checked on validation after the choice
-    "heal_scope": {"last": 3, "lrs": [3e-4, 1e-3]},  # distillation of the last 3 layers + head only, lr on validation
-}
-FRONTIER_LIMIT = 50  # the frontier chapter's zero-shot items per task
-SEEDS = (0, 1, 2)
-LIMIT = 500  # zero-shot items per task of the main rows: the same seeded items for every row
-
-
-def choices(model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
-            frontier_limit: int = FRONTIER_LIMIT, **kw) -> dict:
-    """Every choice the main rows use, re-derived from the validation rows (cached after the first run):
-    TRSP's tuned settings, each healing control's lr, and the frontier's lin and KD settings."""
-    trsp = search_trsp(lambda points: [trsp_point(p, model, ratio, machine, **kw) for p in points])
-    read: list[dict] = list(trsp["rows"])  # every row a choice read (the cache-key test checks them all)
-    heal = {s: search_heal(s, model, ratio, machine, searched=read, **kw) for s in ("shortgpt", "sleb")}
-    common = {"model": model, "ratios": [ratio], "speed": False, "limit": frontier_limit,
-              "overrides": {**(machine or {}), "seed": 0, "calib": "wiki"}, **kw}
-    f = FRONTIER
-    lin = search(f"{f['search_selection']}+lin", f["lin_grid"], "lin", searched=read, **common)[1]
-    kd = search(f"{f['search_selection']}+lin+kd", f["heal_grid"], "heal", lin=lin, searched=read, **common)[1]
-    return {"tuned": trsp["best"], "trsp_record": trsp["record"], "heal_lr": {s: h[1]["lr"] for s, h in heal.items()},
-            "heal_record": [r for h in heal.values() for r in h[0]], "lin": lin, "kd": kd, "rows": read}
-
-
-def main_calls(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seed: int, machine: dict | None = None,
-               tuned_limit: int | None = None, with_kd: bool = True) -> list[tuple[str, dict]]:
-    """The compare calls of one calibration seed, as (suffix of the rows' study label, call kwargs):
-    TRSP default and tuned, ShortGPT and SLEB alone and with their tuned fine-tune, SLEB + lin (+ KD).
-    `tuned_limit`: the tuned row's zero-shot items (0: perplexity only); `with_kd`: include SLEB + lin + KD."""
-    s = {**(machine or {}), "seed": seed}
-    calls = [("", {"methods": ["trsp", "shortgpt", "sleb"], "overrides": s}),
-             (" (tuned)", {"methods": ["trsp"], "overrides": {**tuned, **s},
-                           **({"limit": tuned_limit} if tuned_limit is not None else {})})]
-    calls += [("", {"methods": [sel], "overrides": s, "pipelines": [f"{sel}+ft"], "heal": {"lr": heal_lr[sel]}})
-              for sel in ("shortgpt", "sleb")]
-    calls.append(("", {"methods": ["sleb"], "overrides": s,
-                       "pipelines": ["sleb+lin"] + (["sleb+lin+kd"] if with_kd else []), "lin": lin, "heal": kd}))
-    return calls
-
-
-def main_rows(tuned: dict, heal_lr: dict[str, float], lin: dict, kd: dict, seeds: tuple[int, ...] = SEEDS,
-              limit: int = LIMIT, model: str = "smollm2-135m", ratio: float = 0.25, machine: dict | None = None,
-              tuned_seeds: tuple[int, ...] | None = None, tuned_zs_seeds: tuple[int, ...] | None = None,
-              kd_seeds: tuple[int, ...] | None = None, **kw) -> dict[str, list[dict]]:
-    """Study label -> its rows, one per seed (dense: one row, it has no calibration). Missing rows are left out.
-    `tuned_seeds` / `kd_seeds`: the seeds of the tuned TRSP and the SLEB + lin + KD rows (default: `seeds`);
-    `tuned_zs_seeds`: those of the tuned rows that are scored on zero-shot too (the others: perplexity only)."""
-    out: dict[str, list[dict]] = {}
-    keys: set[str] = set()  # a selection's own row comes back from several calls of its seed: count it once
-    for seed in seeds:
-        zs = tuned_zs_seeds is None or seed in tuned_zs_seeds
-        for suffix, call in main_calls(tuned, heal_lr, lin, kd, seed, machine, None if zs else 0,
-                                       with_kd=kd_seeds is None or seed in kd_seeds):
-            if suffix and tuned_seeds is not None and seed not in tuned_seeds:
-                continue
-            rows = compare(model=model, ratios=[ratio], finetune_baselines=False, speed=False,
-                           **{"limit": limit, **call}, **kw)
-            for r in rows:
-                if r["method"] == "dense" and "dense" in out:  # a perplexity-only call's dense row: the same model
-                    continue
-                if r["key"] not in keys:
-                    keys.add(r["key"])
-                    out.setdefault(r["method"] + (suffix if r["method"] != "dense" else ""), []).append(r)
-    return out
+LIMIT = 500  # the default zero-shot items per task of the main rows (`plan.Params.main_limit`)
 
 
 #: The claims the main rows decide: (name of A, its study label, name of B, its label). The paper makes the

@@ -7,7 +7,7 @@ import json
 from trsp_lib.data import data_dir
 
 from .stats import diff_se, verdict
-from .style import selection
+from .style import method_name, selection
 
 
 def relative(df, source: str):
@@ -39,8 +39,9 @@ def trsp_versus_best(name: str, t) -> list[dict]:
     if "trsp" not in d.index:
         return []
     tr, out = d.loc["trsp"], []
-    plain = d[~d.index.str.endswith("+ft") & ~d.index.isin(["dense", "trsp"])]
-    tuned = d[d.index.str.endswith("+ft")]
+    ft = d.index.str.contains("+ft", regex=False)  # "sleb+ft" and "sleb+ft (lr 2e-5)"
+    plain = d[~ft & ~d.index.isin(["dense", "trsp"])]
+    tuned = d[ft]
     for group, label in ((plain, "selection only"), (tuned, "selection + equal-budget fine-tune")):
         if len(group) == 0:
             continue
@@ -96,9 +97,10 @@ def one_seed_claims(both, ours, model: str, paper_model: str = "LLaMA2-7B"):
     out = []
     for m in [x for x in ours["model"].unique() if x != model]:
         t = rel(both, "this study", m, "trsp")
+        labels = list(ours.loc[ours["model"] == m, "method"])
         for base in ("shortgpt", "sleb"):
-            for name, label in ((base, base), (f"{base} + fine-tune", base + "+ft")):
-                b = rel(both, "this study", m, label)
+            for label in [base] + [x for x in labels if x.startswith(base + "+ft")]:
+                name, b = method_name(label), rel(both, "this study", m, label)
                 if b == b:
                     out.append({"claim": f"TRSP has lower perplexity than {name}", "model": m,
                                 "this study": f"{t:.2f} vs {b:.2f}", "holds here": _yes(t < b)})

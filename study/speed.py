@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 
 
-def speed_by_ratio(model: str, ratios: list[float], device: str = "cpu", seed: int = 0,
+def speed_by_ratio(model: str, ratios: list[float], device: str = "cpu", seed: int = 0, cached_only: bool = False,
                    **protocol) -> dict[float, dict]:
     """Dense against the same model with `layers_to_remove(ratio)` layers removed, per ratio, cached.
 
@@ -29,4 +29,5 @@ def speed_by_ratio(model: str, ratios: list[float], device: str = "cpu", seed: i
         return {"n_removed": n, **compare_speed(net, pruned, seed=seed, **protocol)}
 
     params = {"model": model, "device": device, **protocol, "seed": seed}
-    return {r: cached("speed", {**params, "ratio": r}, lambda r=r: measure(r)) for r in ratios}
+    runs = {r: cached("speed", {**params, "ratio": r}, lambda r=r: measure(r), cached_only=cached_only) for r in ratios}
+    return {r: v for r, v in runs.items() if v is not None}  # cached_only: the ratios measured so far

@@ -17,46 +17,44 @@ def second_verdict(t, pipelines: str) -> list[str]:
              f"({ppl[label] / ppl[parse(label).base]:.2f}x)." for label in pipelines.split(",")
              if label in ppl and parse(label).base in ppl]
     rows = t.set_index("pipeline")
-    for label, k in rows[rows.index.str.endswith("kd")].iterrows():
-        ft = f"{parse(label).base}+ft"
-        if ft in rows.index:
+    for label, k in rows.iterrows():
+        p = parse(label.partition(" (")[0])  # a label may carry its lr: "sleb+kd (lr 2e-5)"
+        ft = next((x for x in rows.index if x.startswith(f"{p.base}+ft")), None)
+        if p.heal is not None and p.heal.name == "kd" and ft:
             f = rows.loc[ft]
             lines.append(f"- `{label}` at lr {k.lr:g} against `{ft}` at lr {f.lr:g}: {k['PPL wiki']:.2f} against "
                          f"{f['PPL wiki']:.2f} ({k['PPL wiki'] / f['PPL wiki']:.2f}x).")
     return lines
 
 
-def kd_verdict(pairs) -> str:
-    """The distillation-beside-fine-tune table's sentence: wins and ratio ranges over the usable selections,
-    then the broken ones apart (their ratios would read as huge wins between two unusable models)."""
+def kd_verdict(pairs, lr_label: str) -> str:
+    """The distillation-beside-fine-tune table's sentence. The claim is made against the fine-tune whose learning
+    rate was chosen on validation (where the plan has one); the fine-tune at the profile's lr (`lr_label`) is the
+    weaker control, said as such; the broken selections apart (their ratios read as huge wins between two unusable
+    models)."""
     from .style import number
 
     def span(x) -> str:
         return f"{x.min():.2f}" if round(x.min(), 2) == round(x.max(), 2) else f"{x.min():.2f}-{x.max():.2f}"
 
-    usable = pairs[pairs[["+ fine-tune", "+ distillation"]].min(axis=1) < UNUSABLE].sort_values("alone")
+    usable = pairs[pairs[[f"+ fine-tune{lr_label}", "+ distillation"]].min(axis=1) < UNUSABLE].sort_values("alone")
     broken = pairs.drop(usable.index)
-    r, fair = usable["distillation / fine-tune"], usable["distillation / that"].dropna()
-    text = (f"Distillation gives the lower perplexity after {int((r < 1).sum())} of {len(usable)} selections "
-            f"against the comparison chapter's fine-tune (ratio {span(r)}), but that fine-tune ran at the profile's "
-            "learning rate. "
-            if len(usable) else "")
-    if len(usable) > 2:
-        trend = ("grows steadily" if r.is_monotonic_decreasing else "grows, not steadily" if r.iloc[-1] < r.iloc[0]
-                 else "does not grow")
-        text += (f"Its lead {trend} as the selection gets worse: {r.iloc[0]:.2f}x after the best selection alone "
-                 f"(`{usable.selection.iloc[0]}`), {r.iloc[-1]:.2f}x after the worst usable one "
-                 f"(`{usable.selection.iloc[-1]}`). ")
+    fair, weak = usable["distillation / that"].dropna(), usable[f"distillation / fine-tune{lr_label}"]
+    text = ""
     if len(fair):
         where = ", ".join(usable.loc[fair.index, "selection"])
-        text += (f"Where the fine-tune's learning rate was searched on validation too ({where}), distillation still "
-                 f"wins, by less: {span(fair)}x the fine-tune's perplexity. " if (fair < 1).all()
-                 else f"Where the fine-tune's learning rate was searched on validation too ({where}), the ratio is "
-                 f"{span(fair)}. ")
+        text += (f"Against fine-tuning at its validated learning rate ({where}), distillation's perplexity is "
+                 f"{span(fair)}x the fine-tune's: " + ("distillation wins. " if (fair < 1).all() else
+                                                       "distillation loses. " if (fair > 1).all() else "mixed. "))
+    if len(usable):
+        text += (f"Against the fine-tune{lr_label} (not searched, a weaker control) it gives the lower perplexity "
+                 f"after {int((weak < 1).sum())} of {len(usable)} selections (ratio {span(weak)})"
+                 + ("; where both were measured, most of that gap is the fine-tune's learning rate, not the loss. "
+                    if len(fair) and fair.min() > weak.loc[fair.index].max() else ". "))
     for _, b in broken.iterrows():
-        text += (f"After `{b.selection}` both stay unusable (alone {number(b.alone)}; + fine-tune "
-                 f"{number(b['+ fine-tune'])}, + distillation {number(b['+ distillation'])}): neither loss repairs its "
-                 "model at this budget, so its ratio is left out. ")
+        text += (f"After `{b.selection}` both stay unusable (alone {number(b.alone)}; + fine-tune{lr_label} "
+                 f"{number(b[f'+ fine-tune{lr_label}'])}, + distillation {number(b['+ distillation'])}): neither loss "
+                 "repairs its model at this budget, so its ratio is left out. ")
     return text.strip()
 
 

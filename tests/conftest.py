@@ -14,3 +14,44 @@ def tiny_model_dir(tmp_path_factory):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+N_LAYERS = {"smollm2-135m": 30, "gemma3-270m": 18}
+BOS = {"smollm2-135m": False, "gemma3-270m": True}  # Gemma's tokenizer starts a sequence with <bos>
+
+
+class StandInTokenizer:
+    """What `data.bos_prefix` asks of a tokenizer: its BOS id and how it starts a sequence."""
+
+    def __init__(self, bos: bool):
+        self.bos_token_id = 1
+        self._bos = bos
+
+    def __call__(self, text: str, **_):
+        return {"input_ids": ([1] if self._bos else []) + [5]}
+
+
+@pytest.fixture()
+def committed(monkeypatch):
+    """The committed results directory, read-only use, with the models replaced by their stand-ins (the tokenizer's
+    BOS behaviour and the layer count are all a key sees): a read that would compute fails."""
+    import sys
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "data" / "results"
+    monkeypatch.delenv("TRSP_RESULTS", raising=False)
+    monkeypatch.delenv("TRSP_FRESH", raising=False)
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached_only run must not load a model")
+
+    import trsp_lib  # noqa: F401  (the modules below import their helpers by name)
+    import trsp_lib.compare  # noqa: F401
+    for mod in [m for n, m in list(sys.modules.items()) if n.startswith("trsp_lib")]:
+        for name, fake in (("load_tokenizer", lambda name: StandInTokenizer(BOS[name])),
+                           ("count_layers", lambda name: N_LAYERS[name]), ("load_model", no_model)):
+            if hasattr(mod, name):
+                monkeypatch.setattr(mod, name, fake)
+    before = sorted(p.name for p in results.rglob("*.json"))
+    yield results
+    assert sorted(p.name for p in results.rglob("*.json")) == before  # nothing written

@@ -138,70 +138,48 @@ def test_findings_pick_the_best_pipeline_on_validation_not_test():
     assert "distillation learning rate is the largest of the grid (0.0001)" in edge[-1]
 
 
-def test_kd_beside_ft_pairs_each_selection_and_skips_incomplete_ones(monkeypatch):
-    from study import frontier
+def test_kd_pairs_pair_each_selection_and_skip_incomplete_ones():
+    from study.frontier import kd_pairs
 
-    ppl = {"dense": 20.0, "a": 100.0, "a+ft": 60.0, "a+kd": 50.0, "b": 90.0, "b+ft": 70.0}  # b has no +kd row yet
-    calls = []
-
-    def fake(methods, finetune_baselines, pipelines=(), **kw):
-        calls.append((methods, finetune_baselines, list(pipelines), kw.get("heal")))
-        labels = ["dense"] + (list(pipelines) or methods + [m + "+ft" for m in methods if finetune_baselines])
-        return [{"method": m, "ppl_wiki": ppl[m], "key": m} for m in labels if m in ppl]
-
-    monkeypatch.setattr(frontier, "compare", fake)
-    pairs, read = frontier.kd_beside_ft("a,b", {"alpha": 0.0}, {"lr": 3e-4, "temperature": 1.0}, model="m")
-    assert list(pairs["selection"]) == ["a"] and pairs.loc[0, "distillation / fine-tune"] == 50.0 / 60.0
-    assert ("a+kd" in {r["method"] for r in read}) and calls[1] == (["a"], False, ["a+kd"],
-                                                                    {"lr": 3e-4, "temperature": 1.0})
+    ppl = {"a": 100.0, "a+ft (lr 2e-5)": 60.0, "a+kd": 50.0, "a+ft": 55.0, "b": 90.0, "b+ft (lr 2e-5)": 70.0}
+    pairs = kd_pairs([{"label": k, "ppl_wiki": v} for k, v in ppl.items()], "a,b", " (lr 2e-5)")  # b: no +kd row yet
+    assert list(pairs["selection"]) == ["a"]
+    assert pairs.loc[0, "distillation / fine-tune (lr 2e-5)"] == 50.0 / 60.0
+    assert pairs.loc[0, "distillation / that"] == 50.0 / 55.0  # against the fine-tune at its validated lr
 
 
-def test_kd_verdict_counts_usable_selections_and_reports_broken_ones_apart():
+def test_kd_verdict_claims_against_the_validated_fine_tune_and_reports_broken_ones_apart():
     import pandas as pd
 
     from study.verdicts import kd_verdict
 
-    cols = ["selection", "alone", "+ fine-tune", "+ distillation", "distillation / fine-tune",
+    lr = " (lr 2e-5)"
+    cols = ["selection", "alone", f"+ fine-tune{lr}", "+ distillation", f"distillation / fine-tune{lr}",
             "+ fine-tune, lr chosen on validation", "distillation / that"]
     pairs = pd.DataFrame([["sleb", 76.0, 60.0, 45.0, 0.75, 50.0, 0.90],
                           ["angular", 310.0, 94.5, 56.2, 0.59, None, None],
                           ["laco", 1.04e10, 3.1e8, 8501.6, 2.7e-5, None, None]], columns=cols)
-    text = kd_verdict(pairs)
-    assert "after 2 of 2 selections" in text and "ratio 0.59-0.75" in text  # LaCo's 2.7e-05 is not a "win" counted
-    assert "(sleb), distillation still wins, by less: 0.90x" in text
-    # 2 rows
-    assert "0.75x after the best selection alone (`sleb`), 0.59x after the worst usable one (`angular`)" not in text
-    three = pd.concat([pairs, pd.DataFrame([["random", 4188.0, 792.0, 157.0, 0.20, None, None]], columns=cols)])
-    assert "Its lead grows steadily as the selection gets worse: 0.75x after the best selection alone (`sleb`), " \
-        "0.20x after the worst usable one (`random`)" in kd_verdict(three)
-    bumpy = three.replace({0.59: 0.90})  # angular's ratio above sleb's: the end is lower, the path is not monotone
-    assert "grows, not steadily" in kd_verdict(bumpy)
-    flat = three.replace({0.20: 0.80})
-    assert "does not grow" in kd_verdict(flat)
-    assert "After `laco` both stay unusable (alone 1.0e+10; + fine-tune 3.1e+08, + distillation 8,501.60)" in text
+    text = kd_verdict(pairs, lr)
+    assert text.startswith("Against fine-tuning at its validated learning rate (sleb), distillation's perplexity is "
+                           "0.90x the fine-tune's: distillation wins.")
+    assert "after 2 of 2 selections (ratio 0.59-0.75)" in text  # LaCo's 2.7e-05 is not a "win" counted
+    assert "most of that gap is the fine-tune's learning rate" in text  # 0.90 against 0.75
+    assert "After `laco` both stay unusable (alone 1.0e+10; + fine-tune (lr 2e-5) 3.1e+08, + distillation " \
+        "8,501.60)" in text
     pairs.loc[0, "distillation / that"] = 1.1
-    assert "the ratio is 1.10." in kd_verdict(pairs)
+    assert "1.10x the fine-tune's: distillation loses." in kd_verdict(pairs, lr)
 
 
-def test_edge_check_reads_validation_only_and_never_changes_the_choice(monkeypatch):
-    from study import searches
+def test_edge_check_reads_validation_only_and_never_changes_the_choice():
+    from study.frontier import edge_check
 
-    val = {3e-4: 40.0, 1e-3: 38.0}  # the point past the grid is better on validation
-    test = {3e-4: 45.0, 1e-3: 60.0}  # ... and worse on test, which must not matter
-
-    def fake(methods, finetune_baselines, pipelines=(), heal=None, **kw):
-        return [{"method": "dense", "key": "d"}, {"method": pipelines[0], "key": str(heal["lr"]),
-                                                  "ppl_wiki_val": val[heal["lr"]], "ppl_wiki": test[heal["lr"]]}]
-
-    monkeypatch.setattr(searches, "compare", fake)
-    chosen, past = {"lr": 3e-4, "temperature": 1.0}, {"lr": 1e-3, "temperature": 1.0}
-    searched: list = []
-    e = searches.edge_check("sleb+lin+kd", chosen, past, lin={}, searched=searched)
+    chosen = {"method": "sleb+lin+kd", "ppl_wiki_val": 40.0, "ppl_wiki": 45.0}
+    past = {"method": "sleb+lin+kd", "ppl_wiki_val": 38.0, "ppl_wiki": 60.0}  # better on validation, worse on test
+    e = edge_check(chosen, past, {"lr": 1e-3, "temperature": 1.0}, "ppl_wiki_val")
     assert e["moves"] and (e["val"], e["chosen_val"], e["test"]) == (38.0, 40.0, 60.0)
     assert e["record"][0]["chosen"] == "" and "past the grid" in e["record"][0]["setting"]
-    assert {r["key"] for r in searched} == {"0.0003", "0.001"}  # both rows count as read (the cache-key test)
-    val[1e-3] = 41.0
-    assert not searches.edge_check("sleb+lin+kd", chosen, past, lin={})["moves"]
+    worse = {**past, "ppl_wiki_val": 41.0}
+    assert not edge_check(chosen, worse, {"lr": 1e-3, "temperature": 1.0}, "ppl_wiki_val")["moves"]
 
 
 def test_findings_report_the_edge_check_when_the_choice_sits_at_the_grid_edge():
@@ -250,8 +228,8 @@ def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_hea
 
     def row(val, test, s, last=0):
         config = {"lr": 3e-4, **({"heal_last": last} if last else {})}
-        return {"method": "sleb+lin+kd", "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s,
-                "params": {"config": config}}
+        return {"method": "sleb+lin+kd", "label": "sleb+lin+kd" + (f" (last {last} + head)" if last else ""),
+                "ppl_wiki": test, "ppl_news": test, "ppl_wiki_val": val, "prune_s": s, "params": {"config": config}}
 
     rows = [{"method": "dense", "ppl_wiki": 20.0, "ppl_news": 20.0, "prune_s": 0.0}, row(35.0, 46.6, 1980.0),
             row(40.0, 52.0, 1500.0, last=3)]
@@ -270,9 +248,8 @@ def test_the_healing_scope_row_is_named_apart_and_compared_with_every_weight_hea
     assert "(estimated: that row ran on a GPU) CPU minutes" in gpu
 
 
-def test_study_rejects_an_incomplete_heal_scope_before_computing_anything(monkeypatch):
-    from study import frontier
+def test_the_plan_rejects_an_incomplete_heal_scope():
+    from study.plan import Params
 
-    monkeypatch.setattr(frontier, "compare", lambda **kw: pytest.fail("computed before checking its input"))
     with pytest.raises(ValueError, match="heal_scope needs 'last' and 'lrs'"):
-        frontier.study("m", 0.25, "sleb", "sleb", [], [], "", "", heal_scope={"last": 3})
+        Params.of(heal_scope={"last": 3})

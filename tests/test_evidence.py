@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study import evidence, searches
+from study import searches
 from study.stats import beyond_spread, paired_bootstrap, seed_spread
 from trsp_lib.method.config import TRSPConfig, config_key
 from trsp_lib.zeroshot import pack_items, unpack_items
@@ -142,17 +142,11 @@ def test_one_seed_claims_read_the_relative_table():
     assert paper_evidence(both, "trsp", "sleb", "L") == "1.40 vs 1.80"
     assert paper_evidence(both, "trsp", "sleb+ft", "L") == "not measured"
     t = one_seed_claims(both, ours, "m", "L").set_index("claim")["holds here"]
-    assert t["TRSP has lower perplexity than shortgpt"] == "yes"             # 3.0 vs 4.0 on g
-    assert t["TRSP has lower perplexity than shortgpt + fine-tune"] == "no"  # 3.0 vs 2.5
+    assert t["TRSP has lower perplexity than ShortGPT"] == "yes"             # 3.0 vs 4.0 on g
+    assert t["TRSP has lower perplexity than ShortGPT + fine-tune"] == "no"  # 3.0 vs 2.5
     assert t["TRSP loses less zero-shot accuracy than ShortGPT"] == "yes"   # 10 vs 20 pp, s.e. 1.4
     assert t[ABLATION_CLAIMS[0][0]] == "yes" and t[ABLATION_CLAIMS[2][0]] == "no"
     assert t[ABLATION_CLAIMS[1][0]] == "not computed"  # no one-shot row
-    assert "sleb" not in " ".join(t.index)  # g has no SLEB row: no claim about it
+    assert "SLEB" not in " ".join(t.index)  # g has no SLEB row: no claim about it
 
 
-def test_the_declared_frontier_is_the_frontier_chapters_defaults():
-    from tests.test_cache_keys import notebook_params
-
-    p = notebook_params("09_instead")
-    assert {k: p[k] for k in evidence.FRONTIER} == evidence.FRONTIER  # tools/study_rows.py computes these rows
-    assert p["limit"] == evidence.FRONTIER_LIMIT

@@ -86,11 +86,10 @@ def test_runner_stamp_changes_with_results(tmp_path):
 
 def test_the_literal_ablation_is_the_literal_profile():
     """The ablations chapter's "paper read literally" row must stay what `--profile literal` runs."""
+    from study.plan import ABLATIONS
     from trsp_lib.profiles import load
 
-    ns: dict = {}
-    exec(_parameters(nbformat.read(ROOT / "notebooks" / "05_ablations.ipynb", as_version=4)), ns)
-    assert load("default", **ns["ablations"]["the paper read literally"]) == load("literal")
+    assert load("default", **ABLATIONS["the paper read literally"]) == load("literal")
 
 
 def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
@@ -103,19 +102,3 @@ def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
     got = [c.metadata.get("tags") for c in nbformat.read(path, as_version=4).cells]
     assert got == [["parameters"], ["injected-parameters", "hide-input"], ["hide-input"], ["show-input"],
                    ["remove-input"], ["hide-output", "hide-input"], None]
-
-
-def test_intro_reads_the_baselines_chapters_rows():
-    """The intro's verdict repeats chapter 4's compare calls and chapter 7's main rows: same parameters, so the
-    same cached rows (each intro parameter is chapter 4's, or else chapter 7's)."""
-    intro, baselines, paper = (dict(_exec(_parameters(nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4))))
-                               for n in ("00_intro", "04_baselines", "07_paper_and_us"))
-    names = set(intro) - {"__builtins__"}
-    assert names and all(k in baselines or k in paper for k in names)
-    assert {k: intro[k] for k in names} == {k: baselines[k] if k in baselines else paper[k] for k in names}
-
-
-def _exec(source: str) -> dict:
-    scope: dict = {}
-    exec(source, scope)
-    return scope

@@ -9,6 +9,7 @@ library version (in the file name): a rerun reuses finished rows and computes on
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,12 @@ def evaluate(model, tok, evals: EvalSettings, zs: dict | None, validation: bool 
     return row
 
 
+@functools.lru_cache(maxsize=None)
+def _windows(model: str) -> dict:
+    """The window entry of a model's keys, read once per process (loading a tokenizer costs most of a cached read)."""
+    return window_key(load_tokenizer(model))
+
+
 class _Run:
     """One `compare` call: the shared key, the lazily loaded dense model, and one method's row."""
 
@@ -103,7 +110,7 @@ class _Run:
                        **({"dtype": weights} if weights != "float32" else {}),
                        "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, cfg.seed],
                        **({"texts": self.texts} if self.texts != DEFAULT_TEXTS else {}),  # the default keeps every key
-                       **window_key(load_tokenizer(model))}  # windows that start with BOS (data.bos_prefix)
+                       **_windows(model)}  # windows that start with BOS (data.bos_prefix)
         self.n_layers = count_layers(model)
         self.shapes: dict[float, nn.Module] = {}  # one pruned model per ratio, for the speed row
         self._loaded: tuple = ()

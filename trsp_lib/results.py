@@ -21,11 +21,14 @@ from .data import data_dir
 from .log import say
 from .provenance import env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
 
-__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "LISTENERS"]
+__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "LISTENERS", "MISSING"]
 
 #: Called with (path, record) for every record `stored` returns, cached or just computed: how a reader of
 #: the results (e.g. a report summing the wall times of what it used) follows them without this module knowing it.
 LISTENERS: list[Callable[[Path, dict], None]] = []
+#: Called with (path, key) for every record `stored` was asked for but did not find and did not compute
+#: (`cached_only`): how a planner learns the key a missing result will have without computing it.
+MISSING: list[Callable[[Path, str], None]] = []
 
 
 def results_dir() -> Path:
@@ -54,6 +57,8 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
             return _returned(path, record)
     if cached_only or env_flag("TRSP_CACHED_ONLY"):  # the env flag: render from what exists, compute nothing
         _say(name, "not computed yet (skipped)")
+        for listener in MISSING:
+            listener(path, key)
         return None
     _say(name, "computing ...")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -77,8 +82,11 @@ def _say(name: str | None, what: str) -> None:
         say(f"[{name}] {what}")
 
 
-def cached(kind: str, params: dict, compute: Callable[[], Any], root: Path | None = None) -> Any:
-    """`compute()` once per (kind, params, library version) under `root` (default: the results directory)."""
+def cached(kind: str, params: dict, compute: Callable[[], Any], root: Path | None = None,
+           cached_only: bool = False) -> Any:
+    """`compute()` once per (kind, params, library version) under `root` (default: the results directory).
+    `cached_only`: compute nothing; None when it is not there."""
     key = param_key({"kind": kind, "params": params, "version": __version__})
     path = Path(root or results_dir()) / kind / f"{key}.json"
-    return stored(path, key, lambda: {"kind": kind, "params": params, "result": compute()})["result"]
+    record = stored(path, key, lambda: {"kind": kind, "params": params, "result": compute()}, cached_only=cached_only)
+    return None if record is None else record["result"]

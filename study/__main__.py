@@ -1,0 +1,130 @@
+"""`python -m study status|keys|run [--chapter NN] [--set KEY=VALUE ...]`: the plan, from the command line.
+
+    status   one line per row: chapter(s), label, key, cached / missing, its recorded or estimated cost
+    keys     one line per row: label, a tab, key
+    run      compute the missing rows (the searches first), with a progress bar and ETA; rerun after a kill
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+from . import plan, runner
+
+
+def _chapters(P: plan.Params, ch: dict) -> dict[tuple, str]:
+    """Row identity -> the chapters that read it ('00,05,07')."""
+    out: dict[tuple, list[str]] = {}
+    for c in plan.CHAPTERS:
+        for r in plan.rows(P, ch, c):
+            out.setdefault(_ident(r), []).append(c)
+    return {k: ",".join(v) for k, v in out.items()}
+
+
+def _ident(r: plan.Row) -> tuple:
+    return (r.label, r.model, r.seed, r.limit, r.ratio, r.kind) + r.configuration()
+
+
+def _minutes(s: float) -> str:
+    return "?" if s != s else f"{s / 60:.1f} min"
+
+
+def _probe_all(P: plan.Params, rows: list[plan.Row]) -> list[tuple[plan.Row, str | None, dict | None]]:
+    return [(r, *runner.probe(r, P)) for r in rows]
+
+
+def status(P: plan.Params, chapter: str | None, keys_only: bool = False) -> int:
+    rows, ch = runner.resolved(P, chapter)
+    probed = _probe_all(P, rows)
+    if keys_only:
+        for r, key, _ in probed:
+            print(f"{r.label} [{r.model}, seed {r.seed}, {r.limit} items]\t{key or 'after ' + ', '.join(r.waits())}")
+        return 0
+    where = _chapters(P, ch)
+    est = runner.estimates([(r, x) for r, _, x in probed if x is not None])
+    cached = 0
+    for r, key, x in probed:
+        if x is not None:
+            cached += 1
+            s, measured = runner.cost_s(x)
+            cost = _minutes(s) if measured else _minutes(est.get(runner._group(r), math.nan)) + " (estimated: GPU row)"
+        else:
+            cost = _minutes(est.get(runner._group(r), math.nan)) + " (estimated)"
+        state = "cached" if x is not None else "missing" if key else "waits on " + ", ".join(r.waits())
+        print(f"{where.get(_ident(r), '-'):<12} {r.label:<44.44} {r.model:<13} seed {r.seed} "
+              f"{str(r.limit):>4} items  {key or '-':<16} {state:<8} {cost}")
+    print(f"{len(rows)} rows: {cached} cached, {len(rows) - cached} missing")
+    return 0
+
+
+def run(P: plan.Params, chapter: str | None) -> int:
+    """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them."""
+    from tqdm.auto import tqdm
+
+    rows, _ = runner.resolved(P, chapter)
+    probed = _probe_all(P, rows)
+    est = runner.estimates([(r, x) for r, _, x in probed if x is not None])
+    guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731  (unknown: 5 minutes)
+    bar = tqdm(total=round(sum(guess(r) for r, _, x in probed if x is None)), unit="s", desc="plan (estimated s)",
+               disable=False)
+    done = 0
+    while True:
+        rows, _ = runner.resolved(P, chapter)
+        todo = [r for r in rows if not r.waits() and runner.probe(r, P)[1] is None]
+        if not todo:
+            break
+        for r in todo:
+            bar.set_postfix_str(f"{r.label} seed {r.seed}")
+            t0 = time.time()
+            runner.read(r, P, compute=True)
+            done += 1
+            bar.update(round(guess(r)))
+            bar.write(f"[{done}] {r.label} ({r.model}, seed {r.seed}, {r.limit} items): {time.time() - t0:.0f} s")
+    bar.close()
+    waiting = [r for r in rows if r.waits()]
+    print(f"computed {done} rows; {len(waiting)} still wait on a choice" if waiting else f"computed {done} rows")
+    return 1 if waiting else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m study", description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("status", "keys", "run"))
+    ap.add_argument("--chapter", help=f"one chapter: {', '.join(plan.CHAPTERS)}")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a study parameter (plan.Params), e.g. calib=news or 'seeds=[0, 1]'")
+    ap.add_argument("--profile-book", metavar="NAME", help="start from a book profile of book/params.yaml (tiny)")
+    a = ap.parse_args(argv)
+    try:
+        P = plan.Params.of(**book_params(a.profile_book)).set(a.set)
+        if a.chapter is not None and a.chapter not in plan.CHAPTERS:
+            raise ValueError(f"unknown chapter {a.chapter!r}; chapters with rows: {', '.join(plan.CHAPTERS)}")
+        if a.command == "run":
+            return run(P, a.chapter)
+        return status(P, a.chapter, keys_only=a.command == "keys")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def book_params(name: str | None) -> dict:
+    """The study parameters of a book profile (`book/params.yaml`'s `_study` entry), with its environment applied."""
+    if not name:
+        return {}
+    import yaml
+
+    from trsp_lib.provenance import REPO
+
+    profiles = yaml.safe_load((REPO / "book" / "params.yaml").read_text())
+    if name not in profiles:
+        raise ValueError(f"unknown book profile {name!r}; choose from {', '.join(profiles)}")
+    env = profiles[name].get("_env") or {}
+    for k, v in env.items():  # a results directory already set (a test's, a regeneration's) wins
+        os.environ.setdefault(k, str(REPO / v) if k == "TRSP_RESULTS" else str(v))
+    return dict(profiles[name].get("_study") or {})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

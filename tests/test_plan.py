@@ -1,0 +1,119 @@
+"""The plan (study/plan.py): every row the book reads, declared once; the committed results are exactly its rows;
+a label means one configuration; the parameters reach every row; `python -m study` drives it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from study import plan, runner
+from study.__main__ import main
+
+CALIB_FREE = {"dense", "reverse", "random"}  # a model or selection that never sees the calibration text
+
+
+def keys(P: plan.Params, chapter: str | None = None) -> dict[tuple, str | None]:
+    """Row identity -> its key (None while it waits on a choice), choices made from the cache."""
+    rows, _ = runner.resolved(P, chapter)
+    return {(r.label, r.model, r.seed, r.limit, r.ratio, r.kind): runner.probe(r, P)[0] for r in rows}
+
+
+def test_the_default_plan_is_cached_and_reads_every_committed_result(committed):
+    rows, ch = runner.resolved(plan.Params())
+    assert all(ch[k] is not None for k in ("tuned", "lin", "kd", "ft", "scope", "heal_lr:sleb", "heal_lr:shortgpt"))
+    read = {runner.probe(r, plan.Params())[0]: r for r in rows}
+    missing = [(r.label, r.model, r.seed) for k, r in read.items() if k is None]
+    assert not missing and all(runner.read(r, plan.Params(), compute=False) for r in rows)
+    on_disk = {p.stem.rsplit("-", 1)[-1]: p for p in committed.rglob("*.json") if p.parent.name in
+               ("rows", "speed", "layer_scores")}
+    assert sorted(str(p.relative_to(committed)) for k, p in on_disk.items() if k not in read) == []
+
+
+def test_a_label_means_one_configuration_on_every_page(committed):
+    rows, _ = runner.resolved(plan.Params())
+    meaning: dict[tuple, set] = {}
+    for r in rows:
+        meaning.setdefault((r.model, r.label), set()).add(r.configuration())
+    assert {k: len(v) for k, v in meaning.items() if len(v) > 1} == {}
+    labels = {r.label for r in rows}
+    assert {"sleb+ft", "sleb+ft (lr 2e-5)", "shortgpt+ft", "shortgpt+ft (lr 2e-5)"} <= labels  # tuned and untuned
+
+
+def test_two_rows_of_one_label_that_differ_are_caught():
+    P = plan.Params()
+    a = plan.row(P, "sleb+ft", "sleb+ft", heal={"lr": 1e-4}, extra=True)
+    b = plan.row(P, "sleb+ft", "sleb+ft", heal={"lr": 2e-5}, extra=True)
+    assert a.configuration() != b.configuration()
+    assert plan.row(P, "sleb+ft", "sleb+ft", heal={"lr": 1e-4}, extra=True, seed=2, limit=500).configuration() \
+        == a.configuration()  # seed and items aside
+
+
+def test_the_calibration_text_reaches_every_row_that_calibrates(committed):
+    before, after = keys(plan.Params()), keys(plan.Params().set(["calib=news"]))
+    assert before.keys() <= after.keys() or len(after) <= len(before)  # the searches' later rows wait, at most
+    same = [k for k, key in after.items() if key is not None and before.get(k) == key]
+    assert same and all(label in CALIB_FREE or kind == "speed" or "calib=" in label  # its own text: the ablation
+                        for label, _, _, _, _, kind in same), same
+    assert any(key is None for key in after.values())  # the choices wait on searches whose rows are all new
+
+
+def test_the_evaluation_texts_reach_every_row(committed):
+    swapped = plan.Params().set(['eval_texts={"wiki": "news", "news": "wiki"}'])
+    before, after = keys(plan.Params()), keys(swapped)
+    same = [k for k, key in after.items() if key is not None and before.get(k) == key]
+    assert all(kind in ("speed", "scores") for *_, kind in same), same
+
+
+def test_the_validation_text_reaches_every_search_and_so_every_choice(committed):
+    other = plan.Params().set(['val_texts={"wiki_val": "news_val", "news_val": "wiki_val"}'])
+    rows, ch = runner.resolved(other)
+    assert all(ch[k] is None for k in ("tuned", "lin", "kd", "heal_lr:sleb"))  # no search reads the old rows
+    searched = [r for r in rows if r.section.endswith("search")]
+    assert searched and all(runner.probe(r, other)[1] is None for r in searched if not r.waits())
+    assert {r.label for r in rows if r.waits()} >= {"trsp (tuned)", "sleb+lin+kd", "sleb+ft"}
+
+
+def test_a_chapter_reads_its_sections_only():
+    P = plan.Params()
+    assert {r.label for r in plan.rows(P, {}, "02")} == {"dense", "trsp"}
+    with pytest.raises(ValueError, match="unknown chapter '99'"):
+        plan.rows(P, {}, "99")
+
+
+def test_params_reject_an_unknown_name_in_one_line():
+    with pytest.raises(ValueError, match=r"unknown study parameter\(s\) \['calibration'\]"):
+        plan.Params().set(["calibration=news"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        plan.Params().set(["calib"])
+    assert plan.Params().set(["seeds=[0, 1]", "calib=news"]).seeds == (0, 1)
+
+
+def test_status_and_keys_on_the_default_plan(committed, capsys):
+    assert main(["status", "--chapter", "02"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "2 rows: 2 cached, 0 missing" and len(out) == 3
+    assert main(["keys", "--chapter", "02"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(len(line.split("\t")[1]) == 16 for line in lines)
+
+
+def test_bad_input_is_one_line(capsys):
+    assert main(["status", "--chapter", "99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown chapter '99'" in err[0]
+    assert main(["keys", "--set", "nope=1"]) == 2
+    assert "unknown study parameter" in capsys.readouterr().err
+
+
+def test_run_computes_the_missing_rows_and_a_rerun_computes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    tiny = ["--profile-book", "tiny", "--chapter", "02"]
+    assert main(["status", *tiny]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 rows: 0 cached, 2 missing"
+    assert main(["run", *tiny]) == 0
+    assert "computed 2 rows" in capsys.readouterr().out
+    assert main(["run", *tiny]) == 0
+    assert "computed 0 rows" in capsys.readouterr().out
+    written = list(Path(tmp_path).rglob("*.json"))
+    assert written and all(json.loads(p.read_text())["key"] for p in written)
