@@ -54,6 +54,7 @@ class Params:
     kd_selections: str = "shortgpt,sleb,angular,ppl,taylor,laco,reverse,random"  # alone, + fine-tune, + distillation
     second_pipelines: str = "sleb+lin,sleb+lin+kd,trsp+lin"  # on the second model, with the first model's choices
     second_at_profile_lr: str = "sleb+kd"    # ... also at the profile's lr: the loss apart from the transferred lr
+    speed_row: bool = True                   # time the comparison's shape too (a minute of generation, even tiny)
     speed_ratios: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5)
     speed: dict = field(default_factory=lambda: {"prefill_len": 256, "gen_batch": 4, "prompt_len": 64,
                                                  "new_tokens": 32, "reps": 5})

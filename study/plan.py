@@ -109,12 +109,12 @@ def comparison(P: Params, model: str, methods: str, finetune: str | None, cs: in
 
 def _comparison(P: Params, ch: dict) -> list[Row]:
     rows = comparison(P, P.model, P.methods, None, P.criterion_samples, P.ratio, P.seed, P.limit, "comparison")
-    rows.append(row(P, "speed", "speed", kind="speed-row", section="comparison"))
+    models = [P.model] + ([P.second_model] if P.second_model else [])
     if P.second_model:
         rows += comparison(P, P.second_model, P.second_methods, P.second_finetune, P.second_criterion_samples,
                            P.ratio, P.seed, P.limit, "comparison")
-        rows.append(row(P, "speed", "speed", model=P.second_model, kind="speed-row", section="comparison"))
-    return rows
+    return rows + [row(P, "speed", "speed", model=m, kind="speed-row", section="comparison") for m in models
+                   if P.speed_row]
 
 
 def _sweep(P: Params, ch: dict) -> list[Row]:
