@@ -50,10 +50,19 @@ test-fsdp: setup
 test-all: setup
 	$(PY) -m pytest -q tests
 
-# The main job: every notebook with the default CPU profile (cached results reused; FRESH=1 recomputes),
+# The main job: every notebook with the default CPU profile (cached results reused; FRESH=1: see below),
 # then the Jupyter Book with warnings as errors. Output: book/_build/html/index.html
+# FRESH=1 regenerates the whole plan into data/fresh/ first (an empty folder apart from data/results/, so the book
+# is never half old and half new; resumable, with progress and an ETA), then builds the book from it.
+FRESH_RESULTS := $(CURDIR)/data/fresh
+
 book: setup
+ifeq ($(FRESH),1)
+	TRSP_RESULTS=$(FRESH_RESULTS) $(PY) -m study run
+	TRSP_RESULTS=$(FRESH_RESULTS) $(PY) book/run_notebooks.py --profile default
+else
 	$(PY) book/run_notebooks.py --profile default
+endif
 	.venv/bin/jupyter-book build book -W -n --keep-going --quiet
 
 # The same on an 8-layer random model: seconds per notebook (make test, CI).

@@ -6,7 +6,7 @@
 Parameters come from book/params.yaml (profile -> notebook -> overrides of its `parameters` cell).
 Executed copies go to book/executed/ (generated, not committed). A notebook is re-executed only when
 its source, its parameters, the library code or the cached results changed (a stamp file records
-what each copy was made from); FRESH=1 re-executes everything and recomputes results.
+what each copy was made from); FRESH=1 re-executes every notebook (the Makefile regenerates the results first).
 
 The Classroom pages are the student versions of the assignments, made by `nbgrader generate_assignment`
 from classroom/source/ in a scratch course and copied, unexecuted, to book/student/ (generated, not
@@ -137,9 +137,8 @@ def run() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    fresh = os.environ.get("FRESH", "") not in ("", "0")
-    if fresh:
-        os.environ["TRSP_FRESH"] = "1"
+    fresh = os.environ.get("FRESH", "") not in ("", "0")  # re-execute every notebook (`make book FRESH=1` has
+    # regenerated the results into their own folder first: `python -m study run`)
     results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
     lib = digest(sorted((ROOT / "trsp_lib").rglob("*.py")) + sorted((ROOT / "study").rglob("*.py"))
                  + [BOOK / "params.yaml", Path(__file__).resolve()])
