@@ -70,7 +70,7 @@ def committed(monkeypatch):
 
 def study_calls() -> list[dict]:
     """Every `compare` call the default book makes (notebooks 02, 03, 04, 05, 07), as keyword arguments,
-    with each notebook's calibration and evaluation texts (at their defaults they add nothing to a key)."""
+    with each notebook's calibration and evaluation texts (every key records them)."""
     common = {"ratios": [0.25], "profile": "default"}
     calls = []
     p = notebook_params("02_trsp")
