@@ -41,9 +41,6 @@ def call(r: Row, P: Params) -> dict[str, Any]:
     kw = {"model": r.model, "ratios": [r.ratio], "profile": P.profile, "limit": r.limit, "speed": r.kind == "speed-row",
           "criterion_samples": r.criterion_samples or 16, "eval_texts": P.eval_texts, "val_texts": P.val_texts,
           "overrides": {"seed": r.seed, "device": P.device, "calib": P.calib, **P.overrides, **r.overrides}}
-    import inspect  # TODO(k-keys merge): compare takes val_texts
-    if "val_texts" not in inspect.signature(compare).parameters:
-        kw.pop("val_texts")
     if r.pipeline in ("dense", "speed"):
         return {**kw, "methods": ["trsp"] if r.kind == "speed-row" else [], "finetune_baselines": False}
     p = parse(r.pipeline)

@@ -1,4 +1,4 @@
-"""Calibration and evaluation texts as parameters: the defaults keep every cached key, others get their own."""
+"""Calibration and evaluation texts as parameters: every key records them, so other texts get their own rows."""
 import argparse
 
 import pytest
@@ -24,7 +24,8 @@ def test_default_texts_reuse_the_rows_and_other_texts_get_new_ones(tiny_model_di
     news = compare(**run, eval_texts={"wiki": "news", "news": "news"})
     assert "[dense] computing" in capsys.readouterr().out
     assert news[0]["ppl_wiki"] == news[0]["ppl_news"] != first[0]["ppl_wiki"]
-    assert "texts" not in first[0]["params"] and news[0]["params"]["texts"] == {"wiki": "news", "news": "news"}
+    assert first[0]["params"]["texts"] == DEFAULT_TEXTS
+    assert news[0]["params"]["texts"] == {"wiki": "news", "news": "news"}
 
 
 def test_text_flags_take_labels():

@@ -69,7 +69,7 @@ def test_the_validation_text_reaches_every_search_and_so_every_choice(committed)
     other = plan.Params().set(['val_texts={"wiki_val": "news_val", "news_val": "wiki_val"}'])
     rows, ch = runner.resolved(other)
     assert all(ch[k] is None for k in ("tuned", "lin", "kd", "heal_lr:sleb"))  # no search reads the old rows
-    searched = [r for r in rows if r.section.endswith("search")]
+    searched = [r for r in rows if r.section.endswith("search") and r.extra]  # the rows scored on validation
     assert searched and all(runner.probe(r, other)[1] is None for r in searched if not r.waits())
     assert {r.label for r in rows if r.waits()} >= {"trsp (tuned)", "sleb+lin+kd", "sleb+ft"}
 

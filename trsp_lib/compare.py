@@ -4,12 +4,12 @@
 fine-tuning with TRSP's exact step and token budget, the "+ft" rows), scores each on in- and
 out-of-domain perplexity and zero-shot accuracy, and writes one row per (method, ratio). Each row
 is its own JSON file under OUT/rows/, keyed by a hash of everything that determines it and the
-library version (in the file name): a rerun reuses finished rows and computes only new ones.
+library version (in the file name): a rerun reuses finished rows and computes only new ones. A row
+stores what its key hashes ("params", schema `provenance.KEY_SCHEMA`): every parameter in full.
 """
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,13 @@ from torch import nn
 
 from . import __version__
 from .surgery.devices import resolve_dtype
-from .data import calibration_batches, window_key
+from .data import calibration_batches
 from .evaluation import perplexities
 from .log import say
-from .models import count_layers, load_model, load_tokenizer
+from .models import count_layers, load_model, windows
 from .pipelines import HEAL_DEFAULT, LIN_DEFAULT, SELECTIONS, STUDY, Job, Pipeline, finish, parse, select
 from .profiles import EvalSettings, load
-from .provenance import atomic_path, param_key, provenance, write_json_atomic
+from .provenance import KEY_SCHEMA, atomic_path, param_key, provenance, write_json_atomic
 from .surgery.removal import remove_layers, save_model
 from .results import results_dir, stored
 from .speed import compare_speed
@@ -32,9 +32,9 @@ from .method.trsp import Budget, TRSPConfig, budget
 from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot, zs_stderr
 
 ALL_METHODS = STUDY  # what "all" means; any selection of `pipelines.SELECTIONS` is accepted by name
-DOMAINS = ("wiki", "news")
-VAL_DOMAINS = ("wiki_val", "news_val")  # scored on the pipeline rows: every tuning choice is read off these
-DEFAULT_TEXTS = {d: d for d in DOMAINS}  # column label -> evaluation text (the built-in test splits)
+DEFAULT_TEXTS = {"wiki": "wiki", "news": "news"}  # column label -> evaluation text (the built-in test splits)
+#: column label -> validation text, scored on the pipeline rows: every tuning choice is read off these
+DEFAULT_VAL_TEXTS = {"wiki_val": "wiki_val", "news_val": "news_val"}
 
 
 def resolve_methods(methods: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -73,11 +73,24 @@ def check_options(lin: dict, heal: dict) -> dict[str, dict]:
     return {"lin": {**LIN_DEFAULT, **lin}, "heal": {**HEAL_DEFAULT, **heal}}
 
 
-def evaluate(model, tok, evals: EvalSettings, zs: dict | None, validation: bool = False,
-             texts: dict[str, str] = DEFAULT_TEXTS) -> dict[str, Any]:
-    """Perplexity on each text, column ppl_<label> (`validation` adds
-    the validation texts, cut and windowed like the test texts) and zero-shot accuracy."""
-    scored = perplexities(model, tok, {**texts, **({d: d for d in VAL_DOMAINS} if validation else {})}, evals)
+def check_texts(texts: dict | None, val_texts: dict | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The evaluation and validation texts (None: the defaults); one-line errors for a map that would key a non-text
+    and for a validation column that would overwrite a test column."""
+    given = {"eval_texts": DEFAULT_TEXTS if texts is None else texts,
+             "val_texts": DEFAULT_VAL_TEXTS if val_texts is None else val_texts}
+    for name, m in given.items():
+        if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()):
+            raise TypeError(f"{name} must map column labels to texts, e.g. {{'wiki': 'wiki'}}, got {m!r}")
+    if clash := sorted(set(given["eval_texts"]) & set(given["val_texts"])):
+        raise ValueError(f"val_texts label(s) {clash} also label eval_texts; give validation columns their own "
+                         "labels, e.g. {'wiki_val': 'wiki_val'}")
+    return dict(given["eval_texts"]), dict(given["val_texts"])
+
+
+def evaluate(model, tok, evals: EvalSettings, zs: dict | None, texts: dict[str, str] = DEFAULT_TEXTS,
+             val_texts: dict[str, str] | None = None) -> dict[str, Any]:
+    """Perplexity on each text and validation text (windowed alike), column ppl_<label>, and zero-shot accuracy."""
+    scored = perplexities(model, tok, {**texts, **(val_texts or {})}, evals)
     row: dict[str, Any] = {f"ppl_{label}": ppl for label, ppl in scored.items()}
     if zs is not None:
         r = zero_shot(model, tok, **zs)
@@ -90,27 +103,21 @@ def evaluate(model, tok, evals: EvalSettings, zs: dict | None, validation: bool 
     return row
 
 
-@functools.lru_cache(maxsize=None)
-def _windows(model: str) -> dict:
-    """The window entry of a model's keys, read once per process (loading a tokenizer costs most of a cached read)."""
-    return window_key(load_tokenizer(model))
-
-
 class _Run:
     """One `compare` call: the shared key, the lazily loaded dense model, and one method's row."""
 
     def __init__(self, model: str, out: Path, cfg: TRSPConfig, evals: EvalSettings, zs: dict | None, **opts: Any):
-        self.name, self.out, self.cfg, self.evals, self.zs, self.texts = model, out, cfg, evals, zs, opts["texts"]
+        self.name, self.out, self.cfg, self.evals, self.zs = model, out, cfg, evals, zs
+        self.texts, self.val_texts = check_texts(opts["texts"], opts["val_texts"])
         self.criterion_samples, self.force, self.cached_only = (opts["criterion_samples"], opts["force"],
                                                                 opts["cached_only"])
         self.save_models, self.dtype, self.options = opts["save_models"], opts["dtype"], opts["options"]
         zs_key = zs and {**{k: v for k, v in zs.items() if k != "batch_size"}, "tasks_version": TASKS_VERSION}
-        weights = str(resolve_dtype(self.dtype, cfg.device)).removeprefix("torch.")  # float32 adds nothing to a key
-        self.shared = {"model": model, "version": __version__, "eval": evals.key(), "zero_shot": zs_key,
-                       **({"dtype": weights} if weights != "float32" else {}),
-                       "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, cfg.seed],
-                       **({"texts": self.texts} if self.texts != DEFAULT_TEXTS else {}),  # the default keeps every key
-                       **_windows(model)}  # windows that start with BOS (data.bos_prefix)
+        weights = str(resolve_dtype(self.dtype, cfg.device)).removeprefix("torch.")
+        self.shared = {"schema": KEY_SCHEMA, "model": model, "version": __version__, "eval": evals.key(),
+                       "zero_shot": zs_key, "dtype": weights, "texts": self.texts,
+                       "calib": [cfg.calib, cfg.n_samples, cfg.seq_len, cfg.seed],  # windows: with BOS or not
+                       "windows": windows(model)}
         self.n_layers = count_layers(model)
         self.shapes: dict[float, nn.Module] = {}  # one pruned model per ratio, for the speed row
         self._loaded: tuple = ()
@@ -125,31 +132,28 @@ class _Run:
         return self._loaded
 
     def row(self, name: str, key_params: dict, compute, calib_free: bool = False) -> dict | None:
-        shared = {k: v for k, v in self.shared.items() if not (calib_free and k == "calib")}
-        key = param_key({**shared, **key_params})
+        """A row cached under a hash of its "params" (the shared entries, then its own), which it stores readable.
+        `calib_free`: the dense row, which sees no calibration data, keys without the "calib" entry."""
+        params = {**{k: v for k, v in self.shared.items() if not (calib_free and k == "calib")}, **key_params}
+        key = param_key(params)
         head = {"method": key_params["method"], "ratio": key_params.get("ratio", 0.0), "model": self.name,
                 "n_layers": self.n_layers}  # other parameters -> another file: both stay cached
-        path = self.out / "rows" / f"{name}-{key}.json"
-        params = {**shared, **key_params}  # what the key hashes, readable: seed, calibration, limit, config
-        record = stored(path, key, lambda: {**head, "params": params, **compute()}, force=self.force,
-                        cached_only=self.cached_only, name=name)
-        if record is not None and "params" not in record:  # rows written before rows carried them
-            record["params"] = params
-            write_json_atomic(path, record)
-        return record
+        return stored(self.out / "rows" / f"{name}-{key}.json", key, lambda: {**head, "params": params, **compute()},
+                      force=self.force, cached_only=self.cached_only, name=name)
 
     def dense(self) -> dict | None:
         return self.row("dense", {"method": "dense"}, lambda: {
             "n_removed": 0, "removed": [], "prune_s": 0.0,
-            **evaluate(*self.need()[:2], self.evals, self.zs, texts=self.texts)}, calib_free=True)
+            **evaluate(*self.need()[:2], self.evals, self.zs, self.texts)}, calib_free=True)
 
     def method(self, p: Pipeline, cfg: TRSPConfig, n: int, earlier: dict[str, dict],
                extra: bool = False) -> dict | None:
-        """The row of pipeline `p` at `cfg.ratio`; `earlier` holds this ratio's rows so far (layers, twins).
-        `extra`: a row of `compare(pipelines=...)`: its steps' options apply, the validation texts are scored."""
+        """The row of pipeline `p` at `cfg.ratio`; `earlier` holds this ratio's rows so far (layers, twins). `extra`:
+        a row of `compare(pipelines=...)`: its steps' options apply, its key records the validation texts it scores."""
         spend = budget(cfg, n)
         cfg = p.configure(cfg, self.options) if extra else cfg
-        key_params = p.key_params(cfg.ratio, n, cfg, self.criterion_samples, spend.steps, self.options)
+        key_params = {**p.key_params(cfg.ratio, n, cfg, self.criterion_samples, spend.steps, self.options),
+                      **({"val_texts": self.val_texts} if extra else {})}
         return self.row(f"{p.label}-{cfg.ratio}", key_params, lambda: self._compute(p, cfg, n, spend, earlier, extra))
 
     def _compute(self, p: Pipeline, cfg: TRSPConfig, n: int, spend: Budget, earlier: dict[str, dict],
@@ -170,7 +174,7 @@ class _Run:
         else:
             post_s, post = finish(p, job)
             info.update(post)
-            scores = evaluate(job.model, tok, self.evals, self.zs, validation=extra, texts=self.texts)
+            scores = evaluate(job.model, tok, self.evals, self.zs, self.texts, self.val_texts if extra else None)
         reused = base is not None and not p.select.changes_weights
         if extra:  # selection (with its own row's time when reused), then edits and healing
             select_s = info["prune_s"] + (base["prune_s"] if reused else 0.0)
@@ -186,9 +190,9 @@ class _Run:
         return row
 
     def speed(self, ratio: float, n: int, earlier: dict[str, dict]) -> dict | None:
-        """Speed depends only on the shape, which is the same for every method at a ratio: measured once."""
-        machine = {"device": self.cfg.device} if self.cfg.device != "cpu" else {}  # a time depends on the machine
-        key = param_key({**self.shared, "speed": ratio, "n": n, **machine})
+        """Speed depends only on the shape (the same for every method at a ratio) and the device: measured once."""
+        params = {**self.shared, "speed": ratio, "n": n, "device": self.cfg.device}
+        key = param_key(params)
 
         def measure() -> dict:
             dense = self.need()[0]
@@ -196,7 +200,7 @@ class _Run:
             if pruned is None:  # every row was reused: rebuild the shape (weights do not matter for time)
                 pruned = remove_layers(copy.deepcopy(dense), next(iter(earlier.values()))["removed"])
             say(f"[speed-{ratio}] dense vs {n} layers removed, interleaved ...")
-            return compare_speed(dense, pruned)
+            return {"params": params, **compare_speed(dense, pruned)}
 
         return stored(self.out / "rows" / f"speed-{ratio}-{key}.json", key, measure, force=self.force,
                       cached_only=self.cached_only or not earlier)
@@ -208,19 +212,18 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
             limit: int | None = 50, zs_seed: int = 0, zs_batch_size: int = 8, criterion_samples: int = 16,
             speed: bool = True, save_models: bool = False, force: bool = False, dtype: str | None = None,
             overrides: dict | None = None, cached_only: bool = False, pipelines: str | list[str] | None = None,
-            lin: dict | None = None, heal: dict | None = None, eval_texts: dict[str, str] | None = None) -> list[dict]:
+            lin: dict | None = None, heal: dict | None = None, eval_texts: dict[str, str] | None = None,
+            val_texts: dict[str, str] | None = None) -> list[dict]:
     """Run and score every (method, ratio); returns the rows (also written to OUT/results.{json,csv} when `out` is
     given; without it, rows are cached under the results directory, see `default_out`).
 
     `profile` and `overrides` set the TRSP configuration, hence the calibration data, fine-tune budget and evaluation
     windows shared by every method. `limit` items per zero-shot task (seeded, the same items for every row; None = full
     sets, hours on a CPU). `finetune_baselines`: True (every baseline gets a +ft row), False, or the methods that do.
-    `criterion_samples` calibration rows feed the baseline criteria (SLEB re-scores every layer per step).
-    `cached_only`: compute nothing, tabulate the rows that exist (e.g. mid-run). `pipelines`: further rows as labels
-    selection[+lin][+ft|+kd] (e.g. "sleb+lin+kd", "trsp+lin", "trsp:kd"; `pipelines.parse`), computed after the plain
-    rows on the same calibration tokens; `lin` sets the compensation ({"alpha": 0.0, "sequential": True}); `heal` the
-    pipelines' healing ({"temperature": 1.0, "lr": None}), in those rows' keys only. `eval_texts`: column label -> text
-    (default: built-in wiki, news; the paper's {"wiki": "wikitext2", ...}), keyed if not default."""
+    `criterion_samples` calibration rows feed the baseline criteria. `cached_only`: compute nothing. `pipelines`:
+    further rows, selection[+lin][+ft|+kd] (`pipelines.parse`), on the same calibration tokens, with the options `lin`
+    and `heal` (`LIN_DEFAULT`, `HEAL_DEFAULT`) and `val_texts` (label -> validation text; `DEFAULT_VAL_TEXTS`) in
+    their keys. `eval_texts`: label -> test text (default: the built-in wiki, news), in every key."""
     if overrides is not None and not isinstance(overrides, dict):
         raise TypeError(f"overrides must be a dict of TRSPConfig fields, got {type(overrides).__name__} {overrides!r}; "
                         "from papermill pass it inside -y, e.g. -y '{\"overrides\": {\"lambda1\": 0.02}}' "
@@ -237,7 +240,7 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
     provenance()  # fixes the commit this run reports (see provenance.git_commit)
     run = _Run(model, Path(out) if out is not None else default_out(model), base_cfg, evals, zs,
                criterion_samples=criterion_samples, force=force, cached_only=cached_only, save_models=save_models,
-               dtype=dtype, options=options, texts=dict(eval_texts or DEFAULT_TEXTS))
+               dtype=dtype, options=options, texts=eval_texts, val_texts=val_texts)
     rows = [r for r in [run.dense()] if r is not None]
     for ratio in ratios:
         cfg = replace(base_cfg, ratio=ratio)
@@ -259,7 +262,8 @@ def compare(model: str = "smollm2-135m", ratios: tuple[float, ...] | list[float]
                                       "overrides": overrides or {}, "finetune_baselines": finetune_baselines,
                                       "tasks": list(tasks), "limit": limit, "zs_seed": zs_seed,
                                       "criterion_samples": criterion_samples, "speed": speed, "eval": evals.key(),
-                                      "pipelines": [p.label for p in extra], "eval_texts": run.texts, **options})
+                                      "pipelines": [p.label for p in extra], **options,
+                                      "eval_texts": run.texts, "val_texts": run.val_texts})
     return rows
 
 

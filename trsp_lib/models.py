@@ -8,6 +8,7 @@ as an ordinary safetensors checkpoint under the cache and every later load takes
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -91,6 +92,15 @@ def load_tokenizer(name: str):
             raise ModelNotFound(_not_found_message(name, err)) from err
         raise ModelNotFound(f"{name!r} holds a model but no tokenizer it can load; save one next to it "
                             f"(tokenizer.save_pretrained) ({type(err).__name__}: {err})") from err
+
+
+@functools.lru_cache(maxsize=None)
+def windows(name: str) -> str:
+    """Whether a model's text windows start with BOS ("bos") or not ("plain"), as a result's key records it; read
+    once per process (loading a tokenizer costs more than reading a cached result)."""
+    from .data import bos_prefix
+
+    return "bos" if bos_prefix(load_tokenizer(name)) else "plain"
 
 
 def count_layers(name: str) -> int:

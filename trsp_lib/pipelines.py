@@ -5,7 +5,7 @@ A row of the study is a pipeline, named by its steps joined with "+": `sleb` (SL
 declares its title, what it needs (calibration data, the dense model, training steps) and whether it trains or
 changes weights, so `compare` and `trsp prune --baselines` run any pipeline through `parse`, `select`, `finish`.
 Adding a step is one entry: a selection in `SELECTIONS`, an edit in `EDITS`, a healing step in `HEALS`. A row's
-key gains an entry only when a new kind of step is present, so adding steps never changes a committed key.
+key records its steps' settings in full (`Pipeline.key_params`): a new step enters only the keys of the rows using it.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _heal_config(cfg: TRSPConfig, opts: dict) -> TRSPConfig:
 
 LIN_DEFAULT = {"alpha": 0.0, "sequential": True}
 #: The pipeline rows' healing (and trsp:kd): lr None = the profile's; last 0 = every weight trains, k = only the
-#: last k layers and the LM head (a key records it only when k > 0: `config.LATER_FIELDS`).
+#: last k layers and the LM head (the key's config records it: `heal_last`).
 HEAL_DEFAULT = {"temperature": 1.0, "lr": None, "last": 0}
 
 
@@ -214,17 +214,16 @@ class Pipeline:
 
     def key_params(self, ratio: float, n: int, cfg: TRSPConfig, criterion_samples: int, budget: int,
                    options: dict[str, dict] | None = None) -> dict:
-        """What determines this row besides the shared data and evaluation; an edit or a healing step with a `key`
-        adds its entry only when present. `options`: per step, the settings its `key` records (a ridge, a T)."""
+        """What determines this row besides the shared data and evaluation, every entry always present: "edits"
+        maps each edit to the settings its `key` records (a ridge; {} for none), "heal" is the healing step's (a
+        KD temperature; {} without a `key`, None without healing). `options`: per step, what its `key` reads."""
         options = options or {}
-        params = {"method": self.label, "ratio": ratio, "n": n, "config": config_key(cfg),
-                  "criterion_samples": criterion_samples if self.select.criterion else None,
-                  "ft_steps": budget if self.heal else 0}
-        if self.edits:
-            params["edits"] = {e.name: e.key(cfg, options.get(e.options, {})) if e.key else {} for e in self.edits}
-        if self.heal and self.heal.key:
-            params["heal"] = self.heal.key(cfg, options.get(self.heal.options, {}))
-        return params
+        heal = self.heal and (self.heal.key(cfg, options.get(self.heal.options, {})) if self.heal.key else {})
+        return {"method": self.label, "ratio": ratio, "n": n, "config": config_key(cfg),
+                "criterion_samples": criterion_samples if self.select.criterion else None,
+                "ft_steps": budget if self.heal else 0,
+                "edits": {e.name: e.key(cfg, options.get(e.options, {})) if e.key else {} for e in self.edits},
+                "heal": heal}
 
     def same_model_as(self, other: Pipeline) -> bool:
         """Whether equal removed layers make the two pipelines' models identical (then one row's scores serve both)."""

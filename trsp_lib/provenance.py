@@ -55,9 +55,26 @@ def provenance() -> dict:
     }
 
 
+#: What a cache key records, versioned; every key `param_key` makes records it. Schema 2: every parameter in full
+#: (each `TRSPConfig` field, the weights' dtype, the evaluation and validation texts), none left out at a default.
+#: Changing what keys record bumps it and ships a rewrite of the stored records (tools/migrate_keys.py), so no
+#: exception has to keep old keys alive.
+KEY_SCHEMA = 2
+
+
 def param_key(params: dict) -> str:
-    """A short, stable hash of everything that determines a result (parameters + library version)."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short, stable hash of everything that determines a result (parameters + library version) and of the key
+    schema. `params` may name its schema ("schema"); another schema's parameters are refused: migrate them."""
+    schema = params.get("schema", KEY_SCHEMA)
+    if schema != KEY_SCHEMA:
+        raise ValueError(f"parameters of key schema {schema!r}, this code keys schema {KEY_SCHEMA}; "
+                         "rewrite the stored records with tools/migrate_keys.py")
+    return digest({**params, "schema": KEY_SCHEMA})
+
+
+def digest(obj: object) -> str:
+    """16 hex digits of the sha256 of `obj`'s canonical JSON (a schema-1 key was this digest of the bare parameters)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def env_flag(name: str) -> bool:

@@ -5,7 +5,9 @@ version): a compare row (`compare-<model>/rows/<label>-<ratio>-<key>.json`), a s
 notebook's result (`<kind>/<key>.json`, via `cached`), a dense perplexity, a `trsp prune` run.
 A file is reused only when it holds the same key; it carries its provenance (commit, versions,
 machine, wall time, peak memory) and is written atomically, so an interrupted run loses only the
-result in progress. Bumping `trsp_lib.__version__` invalidates everything.
+result in progress. Bumping `trsp_lib.__version__` invalidates everything. Every key is made by
+`provenance.param_key`, so it records `KEY_SCHEMA`; a record holds what its key hashes ("params"),
+which is how tools/migrate_keys.py rewrites stored records when the schema changes.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from typing import Any
 from . import __version__
 from .data import data_dir
 from .log import say
-from .provenance import env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
+from .provenance import KEY_SCHEMA, env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
 
-__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "LISTENERS", "MISSING"]
+__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "cached_params", "KEY_SCHEMA", "LISTENERS",
+           "MISSING"]
 
 #: Called with (path, record) for every record `stored` returns, cached or just computed: how a reader of
 #: the results (e.g. a report summing the wall times of what it used) follows them without this module knowing it.
@@ -44,7 +47,8 @@ def fresh() -> bool:
 
 def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = False,
            cached_only: bool = False, name: str | None = None) -> dict | None:
-    """The record at `path` if it holds `key`; else `compute()` plus key and provenance, written atomically.
+    """The record at `path` if it holds `key` (made by `param_key`); else `compute()` plus key and provenance,
+    written atomically.
 
     `force` (or `TRSP_FRESH=1`) recomputes; `cached_only` computes nothing and returns None instead.
     With a `name`, says which of the three happened ("[name] cached: ...", "computing", "not computed")."""
@@ -82,11 +86,18 @@ def _say(name: str | None, what: str) -> None:
         say(f"[{name}] {what}")
 
 
+def cached_params(kind: str, params: dict, version: str = __version__) -> dict:
+    """What a `cached` result's key hashes (the record stores it beside the result): `params` are the caller's,
+    recorded as given."""
+    return {"schema": KEY_SCHEMA, "kind": kind, "params": params, "version": version}
+
+
 def cached(kind: str, params: dict, compute: Callable[[], Any], root: Path | None = None,
            cached_only: bool = False) -> Any:
     """`compute()` once per (kind, params, library version) under `root` (default: the results directory).
     `cached_only`: compute nothing; None when it is not there."""
-    key = param_key({"kind": kind, "params": params, "version": __version__})
+    hashed = cached_params(kind, params)
+    key = param_key(hashed)
     path = Path(root or results_dir()) / kind / f"{key}.json"
-    record = stored(path, key, lambda: {"kind": kind, "params": params, "result": compute()}, cached_only=cached_only)
+    record = stored(path, key, lambda: {**hashed, "result": compute()}, cached_only=cached_only)
     return None if record is None else record["result"]

@@ -1,6 +1,6 @@
 """`TRSPConfig`: every choice of a TRSP run that the paper leaves open, and how a result's key records it.
 
-`profiles.load` fills one from a named profile; `config_key` is what enters every cache key.
+`profiles.load` fills one from a named profile; `config_key` is what enters every cache key (every field).
 """
 from __future__ import annotations
 
@@ -119,19 +119,15 @@ def layers_to_remove(ratio: float, n_layers: int) -> int:
     return math.floor(ratio * n_layers + 0.5)
 
 
-#: Fields added to `TRSPConfig` after results were committed: a cache key leaves one out while it holds
-#: its default, so adding a field with a default never changes a committed key (see `config_key`).
-LATER_FIELDS: tuple[str, ...] = ("stage2_loss", "kd_temperature", "heal_last")
-
-
 def config_key(cfg: TRSPConfig) -> dict:
-    """The configuration as a result's key records it: every field, except late additions left at their default.
+    """The configuration as a result's key records it: every field (a field added later enters every key, and
+    the stored records are rewritten: `provenance.KEY_SCHEMA`).
 
-    The key records the arithmetic, not the machine: a float32 run without autocast keys as the CPU
-    default ("cpu", "auto") on any device, so a row computed on a GPU in float32 serves the CPU book
-    (its provenance names the machine). Every committed key was computed on CPU, so none changes."""
+    One deliberate normalisation, a statement about arithmetic rather than a legacy exception: a float32 run
+    without autocast keys as the CPU default ("cpu", "auto") on any device, so a row computed on a GPU in
+    float32 serves the CPU book (its provenance names the machine)."""
     defaults = {f.name: f.default for f in fields(cfg)}
-    key = {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == defaults[k])}
+    key = asdict(cfg)
     if cfg.autocast == "none" or (cfg.autocast == "auto" and not str(cfg.device).startswith(("cuda", "auto"))):
         key.update(device=defaults["device"], autocast=defaults["autocast"])
     return key

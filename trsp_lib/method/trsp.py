@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 from ..surgery import distributed
-from .config import LATER_FIELDS, Budget, TRSPConfig, budget, config_key, layers_to_remove
+from .config import Budget, TRSPConfig, budget, config_key, layers_to_remove
 from ..surgery.devices import input_device
 from ..surgery.gating import Gating, attach_gates, detach_gates
 from ..log import progress, quiet
@@ -21,7 +21,7 @@ from .losses import identity_penalty, l1_scales, relative_gap
 from ..surgery.removal import remove_layers
 from .training import TrainingDiverged, autocast, optimizers, Trainer, layer_index, batch_stream, finetune, kd_objective
 
-__all__ = ["TRSPConfig", "TRSPResult", "TrainingDiverged", "LATER_FIELDS", "config_key", "layers_to_remove",
+__all__ = ["TRSPConfig", "TRSPResult", "TrainingDiverged", "config_key", "layers_to_remove",
            "Budget", "budget", "batch_stream", "finetune", "prune", "stage1", "stage2", "measure_identity_gap"]
 
 
