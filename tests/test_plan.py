@@ -100,7 +100,8 @@ def test_params_reject_an_unknown_name_in_one_line():
     assert plan.Params().set(["seeds=[0, 1]", "calib=news"]).seeds == (0, 1)
 
 
-def test_status_and_keys_on_the_default_plan(committed, capsys):
+def test_status_and_keys_on_the_default_plan(committed, capsys, monkeypatch):
+    monkeypatch.setenv("TRSP_QUIET", "1")  # the library's "[row] cached" lines apart
     assert main(["status", "--chapter", "02"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "2 rows: 2 cached, 0 missing" and len(out) == 3
