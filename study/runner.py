@@ -44,9 +44,9 @@ def call(r: Row, P: Params) -> dict[str, Any]:
     if r.pipeline in ("dense", "speed"):
         return {**kw, "methods": ["trsp"] if r.kind == "speed-row" else [], "finetune_baselines": False}
     p = parse(r.pipeline)
-    if r.extra:
-        return {**kw, "methods": [p.selection], "finetune_baselines": False, "pipelines": [r.pipeline],
-                "lin": r.lin, "heal": r.heal}
+    if r.extra:  # after its selection's own row (whose layers it reuses), unless the pipeline is that selection
+        return {**kw, "methods": [] if p.base == r.pipeline else [p.selection], "finetune_baselines": False,
+                "pipelines": [r.pipeline], "lin": r.lin, "heal": r.heal}
     return {**kw, "methods": [p.selection], "finetune_baselines": [p.selection] if p.heal else False}
 
 

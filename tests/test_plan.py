@@ -25,6 +25,10 @@ def test_the_default_plan_is_cached_and_reads_every_committed_result(committed):
     read = {runner.probe(r, plan.Params())[0]: r for r in rows}
     missing = [(r.label, r.model, r.seed) for k, r in read.items() if k is None]
     assert not missing and all(runner.read(r, plan.Params(), compute=False) for r in rows)
+    for r in rows:  # nor does any row's call need another result that is missing (its selection's own row, dense)
+        with runner.capture() as seen:
+            runner.read(r, plan.Params(), compute=False)
+        assert all(record is not None for _, _, record in seen), (r.label, [str(p) for p, _, x in seen if x is None])
     on_disk = {p.stem.rsplit("-", 1)[-1]: p for p in committed.rglob("*.json") if p.parent.name in
                ("rows", "speed", "layer_scores")}
     assert sorted(str(p.relative_to(committed)) for k, p in on_disk.items() if k not in read) == []
