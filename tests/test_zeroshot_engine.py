@@ -123,6 +123,13 @@ def test_near_ties_of_acc_and_acc_norm_and_greedy_margins_are_found():
     assert fragile_rows(far, reqs, docs, tol) == {4}
     far[3] = Score(-1.0 - 5e-5, False, False, 10.0)  # within 1e-5 * 10 + 1e-5 of each other (twice)
     assert fragile_rows(far, reqs, docs, tol) == {2, 3, 4}
+    reqs += [(("t", " a"), [1], [7]), (("t", " b"), [1], [8]), (("t", " c"), [1], [9])]
+    docs += ["t"] * 3
+    far.update({5: Score(-1.0, False, False, 10.0), 6: Score(-3.0, False, False, 10.0),
+                7: Score(-3.0, False, False, 10.0)})  # a tie below the best cannot change the answer
+    assert fragile_rows(far, reqs, docs, tol) == {2, 3, 4}
+    far[6] = Score(-1.0 + 5e-5, False, False, 10.0)  # a tie at the top: those two only
+    assert fragile_rows(far, reqs, docs, tol) == {2, 3, 4, 5, 6}
 
 
 @pytest.fixture(scope="module")

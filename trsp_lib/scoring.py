@@ -163,8 +163,9 @@ def tree_mask(t: dict[str, torch.Tensor], window: int | None, dtype: torch.dtype
 
 
 def fragile_rows(results: dict[int, Score], requests: list[Request], docs: list, tol: tuple[float, float]) -> set[int]:
-    """Rows of items whose answer rounding could flip: a near greedy-token margin or, between two
-    choices, a near gap of the raw or length-normalised log-likelihood (acc, acc_norm).
+    """Rows whose rounding could change an answer: a near greedy-token margin (that row), and the choices
+    of an item within tolerance of its best raw or length-normalised log-likelihood (acc, acc_norm) when
+    two or more are. A choice farther below the best loses in HFLM's floats too: it needs no HFLM value.
 
     acc_norm divides by the choice's characters; the choice is the continuation with or without its
     leading delimiter, so both are checked. A Score's `scale` bounds its rounding (see TOLERANCE).
@@ -172,16 +173,15 @@ def fragile_rows(results: dict[int, Score], requests: list[Request], docs: list,
     by_doc = defaultdict(list)
     for i in results:
         by_doc[docs[i]].append(i)
-    fragile = set()
+    fragile = {i for i in results if results[i].weak}
     for rows in by_doc.values():
-        weak = any(results[i].weak for i in rows)
         conts = [requests[i][0][1] for i in rows]
         norms = ([1] * len(rows), [max(len(c), 1) for c in conts], [max(len(c) - c[:1].isspace(), 1) for c in conts])
         for norm in norms if len(rows) > 1 else ():
             vals = [(results[i].ll / a, (tol[0] * results[i].scale + tol[1]) / a) for i, a in zip(rows, norm)]
-            weak = weak or any(abs(x - y) <= ex + ey for k, (x, ex) in enumerate(vals) for y, ey in vals[k + 1:])
-        if weak:
-            fragile.update(rows)
+            top, err = max(vals)
+            near = [i for i, (x, ex) in zip(rows, vals) if top - x <= err + ex]
+            fragile.update(near if len(near) > 1 else ())
     return fragile
 
 
