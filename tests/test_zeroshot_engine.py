@@ -77,20 +77,35 @@ def test_what_stock_hflm_would_do_differently_is_left_to_it():
     from trsp_lib.scoring import plan_groups
 
     reqs = [_req(list(range(3, 13)), [40, 41]),  # 12 tokens > max_length + 1: HFLM truncates from the left
-            _req([7], [8, 9]),                   # a one-token context: nothing to cache
+            _req([7], [8, 9]),                   # a one-token context: nothing shared, but packed all the same
             _req([50, 51], [52, 53]),            # HFLM's logits cache serves these two from one forward
             _req([50, 51, 52], [53])]            # ... with different context/continuation splits
     groups, stock = plan_groups(reqs, [0, 1, 2, 3], max_length=10)
-    assert stock == {0, 1, 2, 3} and not groups
+    assert stock == {0, 2, 3} and [(g.rows, g.prefix, g.suffixes) for g in groups] == [([1], [], [[7, 8]])]
 
 
-def test_items_are_batched_by_length_within_a_token_budget():
-    from trsp_lib.scoring import Group, length_batches
+def test_items_are_packed_whole_into_rows_and_rows_into_batches_within_a_token_budget():
+    from trsp_lib.scoring import Group, pack_batches
 
-    groups = [Group([i], [1] * n, [[2] * 3], [2]) for i, n in enumerate([5, 40, 6, 38, 4])]
-    batches = length_batches(groups, budget=200)
-    assert [[len(g.prefix) for g in b] for b in batches] == [[40, 38], [6, 5, 4]]
-    assert length_batches(groups, budget=1) == [[g] for g in sorted(groups, key=lambda g: -len(g.prefix))]
+    groups = [Group([i], [1] * n, [[2] * 3], [2]) for i, n in enumerate([5, 40, 6, 38, 4, 30])]  # widths n + 3
+    batches = pack_batches(groups, budget=130)
+    assert [[[g.width for g in row] for row in b] for b in batches] == [[[43], [41], [33, 9]], [[8], [7]]]
+    assert pack_batches(groups, budget=1) == [[[g]] for g in sorted(groups, key=lambda g: -g.width)]
+
+
+def test_the_tree_mask_lets_a_choice_see_its_prefix_and_itself_only():
+    import torch
+
+    from trsp_lib.scoring import Group, pack_rows, tree_mask
+
+    t = pack_rows([[Group([0, 1], [7, 8], [[9, 10], [11]], [2, 1]), Group([2], [5], [[6]], [1])]])
+    assert t["ids"].tolist() == [[7, 8, 9, 10, 11, 5, 6]] and t["pos"].tolist() == [[0, 1, 2, 3, 2, 0, 1]]
+    assert t["keep"].tolist() == [[False, False, True, True, True, False, True]]
+    seen = (tree_mask(t, None, torch.float32)[0, 0] == 0).int().tolist()
+    assert seen == [[1, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0],
+                    [1, 1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1, 1]]
+    windowed = (tree_mask(t, 2, torch.float32)[0, 0] == 0).int().tolist()
+    assert windowed[3] == [0, 0, 1, 1, 0, 0, 0] and windowed[4] == [0, 1, 0, 0, 1, 0, 0]
 
 
 def test_near_ties_of_acc_and_acc_norm_and_greedy_margins_are_found():
@@ -108,6 +123,13 @@ def test_near_ties_of_acc_and_acc_norm_and_greedy_margins_are_found():
     assert fragile_rows(far, reqs, docs, tol) == {4}
     far[3] = Score(-1.0 - 5e-5, False, False, 10.0)  # within 1e-5 * 10 + 1e-5 of each other (twice)
     assert fragile_rows(far, reqs, docs, tol) == {2, 3, 4}
+    reqs += [(("t", " a"), [1], [7]), (("t", " b"), [1], [8]), (("t", " c"), [1], [9])]
+    docs += ["t"] * 3
+    far.update({5: Score(-1.0, False, False, 10.0), 6: Score(-3.0, False, False, 10.0),
+                7: Score(-3.0, False, False, 10.0)})  # a tie below the best cannot change the answer
+    assert fragile_rows(far, reqs, docs, tol) == {2, 3, 4}
+    far[6] = Score(-1.0 + 5e-5, False, False, 10.0)  # a tie at the top: those two only
+    assert fragile_rows(far, reqs, docs, tol) == {2, 3, 4, 5, 6}
 
 
 @pytest.fixture(scope="module")
@@ -161,18 +183,14 @@ def test_padding_and_batch_mates_do_not_change_a_score(tiny_lm):
     reqs = _pairs(tiny_lm, PAIRS)
     groups, _ = plan_groups(reqs, DOCS, tiny_lm.max_length)
     tol = (1e-5, 1e-5)
-    together = tiny_lm._score_batch(groups, reqs, tol)
-    budget, tiny_lm.batch_tokens = tiny_lm.batch_tokens, 1  # each suffix its own chunk, on its own cache copy
-    try:
-        one_by_one = tiny_lm._score_batch(groups, reqs, tol)
-    finally:
-        tiny_lm.batch_tokens = budget
-    assert [one_by_one[i].ll for i in sorted(together)] == pytest.approx([together[i].ll for i in sorted(together)],
-                                                                         rel=1e-6)
+    together = tiny_lm._score_batch([groups], reqs, tol)  # every item in one row, side by side
+    one_per_row = tiny_lm._score_batch([[g] for g in groups], reqs, tol)
+    assert set(together) == set(one_per_row) == {i for g in groups for i in g.rows}
     for g in groups:
-        alone = tiny_lm._score_batch([g], reqs, tol)
+        alone = tiny_lm._score_batch([[g]], reqs, tol)
         for i in g.rows:
-            assert alone[i].ll == pytest.approx(together[i].ll, rel=1e-6) and alone[i].greedy == together[i].greedy
+            for other in (together, one_per_row):
+                assert alone[i].ll == pytest.approx(other[i].ll, rel=1e-6) and alone[i].greedy == other[i].greedy
 
 
 def _answers(model, tok, engine, tasks, limit):
@@ -183,14 +201,15 @@ def _answers(model, tok, engine, tasks, limit):
     return item_answers(out, names), lls, lm
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gemma2", "qwen2", "qwen3", "mistral", "phi"])
 def test_fast_engine_answers_every_task_as_stock_hflm(arch):
-    """acc and acc_norm item by item over every offline task; log-likelihoods within float rounding."""
+    """acc and acc_norm item by item over every offline task (llama; the other architectures of FAST_MODEL_TYPES:
+    three, their sliding windows included); log-likelihoods within float rounding."""
     from trsp_lib.tiny import tiny_model, tiny_tokenizer
     from trsp_lib.zeroshot import ALL_TASKS
 
     model, tok = tiny_model(arch, n_layers=2), tiny_tokenizer()
-    tasks = ALL_TASKS if arch == "llama" else ("winogrande", "hellaswag", "lambada")  # gemma3: sliding window 4
+    tasks = ALL_TASKS if arch == "llama" else ("winogrande", "hellaswag", "lambada")  # windows of 4 to 6 tokens
     stock, stock_lls, _ = _answers(model, tok, "stock", tasks, 6)
     fast, fast_lls, lm = _answers(model, tok, "fast", tasks, 6)
     assert fast == stock and set(fast) == set(tasks)

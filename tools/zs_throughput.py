@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from trsp_lib.models import load_model
+from trsp_lib.scoring import TOLERANCE
 from trsp_lib.zeroshot import DEFAULT_TASKS, item_answers, run_lm_eval, zero_shot
 
 
@@ -25,7 +26,7 @@ def side_by_side(model, tok, tasks: list[str], limit: int, batch_size: int, roun
     for engine in ("stock", "fast"):  # warm-up: task set-up, first-call costs
         run_lm_eval(model, tok, tasks, 4, 0, batch_size, engine)
     seconds, items, answers, lls = {"stock": 0.0, "fast": 0.0}, {"stock": 0, "fast": 0}, {}, {}
-    stats = {}
+    stats, fast_lm = {}, None
     for r in range(rounds):
         for engine in ("stock", "fast") if r % 2 == 0 else ("fast", "stock"):
             out, names, sec, lm = run_lm_eval(model, tok, tasks, limit, 0, batch_size, engine)
@@ -34,7 +35,7 @@ def side_by_side(model, tok, tasks: list[str], limit: int, batch_size: int, roun
             answers[engine] = item_answers(out, names)
             lls[engine] = {(t, s["doc_id"]): [x[0][0] for x in s["resps"]]
                            for t in tasks for s in out["samples"][names[t]]}
-            stats = getattr(lm, "stats", stats)
+            stats, fast_lm = (lm.stats, lm) if engine == "fast" else (stats, fast_lm)
             print(f"round {r + 1} {engine:5s}: {sec:7.1f} s", flush=True)
     rate = {e: items[e] / seconds[e] for e in seconds}
     a, b = answers["stock"], answers["fast"]
@@ -42,17 +43,29 @@ def side_by_side(model, tok, tasks: list[str], limit: int, batch_size: int, roun
     same = sum(all(a[t][m][i] == b[t][m][i] for m in a[t])
                for t in tasks for i in range(len(next(iter(a[t].values())))))
     worst = max(abs(x - y) / max(abs(x), 1e-30) for k, v in lls["stock"].items() for x, y in zip(v, lls["fast"][k]))
+    near = scale_gap(fast_lm, lls, names)
     for t in tasks:
         k = len(next(iter(a[t].values())))
         diff = [m for m in a[t] if a[t][m] != b[t][m]]
         print(f"{t:14s} {k:4d} items  " + ("answers identical" if not diff else f"DIFFERENT in {diff}"))
-    print(f"largest relative log-likelihood difference {worst:.2e}; requests {stats.get('requests', 0)}: "
+    print(f"largest relative log-likelihood difference {worst:.2e}, {near:.2e} of the near-tie scale (tolerance "
+          f"{TOLERANCE[next(model.parameters()).dtype][0]:.0e}); requests {stats.get('requests', 0)}: "
           f"{stats.get('shared', 0)} shared-prefix, {stats.get('stock', 0)} left to HFLM, "
           f"{stats.get('near_tie_rows', 0)} in near-tie items re-scored by HFLM ({stats.get('restored_rows', 0)} "
           f"rows with their stock batch-mates); last round")
     print(f"stock HFLM {rate['stock']:.2f} items/s, fast {rate['fast']:.2f} items/s "
           f"({items['stock']} items each, batch size {batch_size})")
     print(f"ratio {rate['fast'] / rate['stock']:.2f}, identical answers {same}/{n}")
+
+
+def scale_gap(lm, lls: dict, names: dict[str, str]) -> float:
+    """The largest |stock - fast| log-likelihood over the fast engine's near-tie scale (`Score.scale`): the
+    headroom of its tolerance (TOLERANCE), measured on these items. Rows HFLM scored itself have no scale."""
+    scores = getattr(lm, "last_scores", {})
+    scale = {key: scores[i].scale for i, key in enumerate(getattr(lm, "last_keys", [])) if i in scores}
+    gaps = [abs(x - y) / scale[(names[t], d, c)] for (t, d), v in lls["stock"].items()
+            for c, (x, y) in enumerate(zip(v, lls["fast"][(t, d)])) if scale.get((names[t], d, c))]
+    return max(gaps, default=0.0)
 
 
 def batch_sizes(model, tok, tasks: list[str], limit: int, sizes: str, engine: str, label: str) -> None:
