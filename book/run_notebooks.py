@@ -71,20 +71,27 @@ def warnings_in(nb_path: Path) -> list[str]:
 
 
 #: Cell tags that already say how a cell's code shows; a code cell with none of them is collapsed.
-SHOWN_AS = {"parameters", "show-input", "hide-input", "remove-input", "remove-cell", "hide-cell"}
+SHOWN_AS = {"show-input", "hide-input", "remove-input", "remove-cell", "hide-cell"}
+#: The one line a reader sees in place of a chapter's parameter cell (and papermill's injected values).
+PARAMETERS_PROMPT = "Parameters of this chapter (every None is the plan's default; the rerun command is at the end)"
 
 
 def collapse_code(nb_path: Path) -> None:
     """Collapse the code of every cell not tagged otherwise (myst-nb's `hide-input`: one click shows it).
 
     Why: a page of the study shows questions, figures and findings; its code is there for those who
-    want it. The parameters cell stays open (what a rerun changes; the book profile's injected values
-    are collapsed under it), and so does a cell tagged `show-input` (chapter 1: there the code is the lesson).
+    want it. The parameters cell, and the book profile's values papermill injects after it, fold
+    behind one line that says what they are; a cell tagged `show-input` stays open (chapter 1: there
+    the code is the lesson).
     """
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
-        if cell.cell_type == "code" and not SHOWN_AS & set(cell.metadata.get("tags", [])):
-            cell.metadata.setdefault("tags", []).append("hide-input")
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or SHOWN_AS & tags:
+            continue
+        cell.metadata.setdefault("tags", []).append("hide-input")
+        if tags & {"parameters", "injected-parameters"}:
+            cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = PARAMETERS_PROMPT
     nbformat.write(nb, nb_path)
 
 

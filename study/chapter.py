@@ -17,6 +17,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: bf16 dense peak of one H100 SXM (TFLOP/s) and the fraction a training loop typically reaches.
 H100_BF16_TFLOPS = 989.0
@@ -34,6 +35,18 @@ class Cost:
     gpu_seconds: float = 0.0  # of the records computed on a GPU (not in `seconds`)
     n_gpu: int = 0
     gpu: str = ""
+
+
+def glue(**values: Any) -> None:
+    """myst-nb `glue` of each value under its name, not displayed: the chapter's markdown quotes it with
+    {glue:text}`name` (or {glue:text}`name:.1f`), so a sentence is written as prose and its numbers stay true.
+    numpy scalars become Python numbers (their repr would not format); a figure or a table is glued as such."""
+    from myst_nb import glue as _glue
+
+    for name, value in values.items():
+        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+            value = value.item()
+        _glue(name, value, display=False)
 
 
 def record_seconds(record: dict) -> float | None:

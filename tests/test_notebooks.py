@@ -100,6 +100,9 @@ def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, path)
     _runner().collapse_code(path)
-    got = [c.metadata.get("tags") for c in nbformat.read(path, as_version=4).cells]
-    assert got == [["parameters"], ["injected-parameters", "hide-input"], ["hide-input"], ["show-input"],
-                   ["remove-input"], ["hide-output", "hide-input"], None]
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.metadata.get("tags") for c in cells] == [
+        ["parameters", "hide-input"], ["injected-parameters", "hide-input"], ["hide-input"], ["show-input"],
+        ["remove-input"], ["hide-output", "hide-input"], None]
+    prompts = [c.metadata.get("mystnb", {}).get("code_prompt_show") for c in cells]
+    assert prompts[:2] == [_runner().PARAMETERS_PROMPT] * 2 and not any(prompts[2:])  # folded behind one line

@@ -82,7 +82,7 @@ def test_number_keeps_decimals_until_a_value_explodes():
     assert style.number(0.0) == "0.00" and style.number(None) == "-"
 
 
-def test_label_points_moves_a_label_off_a_neighbours():
+def test_label_points_keeps_close_labels_apart():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,9 +91,23 @@ def test_label_points_moves_a_label_off_a_neighbours():
     from study.style import label_points
 
     fig, ax = plt.subplots()
-    ax.scatter([1.0, 1.0, 5.0], [1.0, 1.01, 5.0])
-    label_points(ax, [1.0, 1.0, 5.0], [1.0, 1.01, 5.0], ["a+lin", "a+kd", "far"])
-    offsets = {t.get_text(): t.xyann[1] for t in ax.texts}
-    assert len(offsets) == 3 and offsets["far"] == 3.0
-    assert abs(offsets["a+lin"] - offsets["a+kd"]) >= 5.0  # the two close points' labels do not overlap
+    xs, ys = [1.0, 1.0, 1.02, 5.0], [1.0, 1.01, 1.0, 5.0]
+    ax.scatter(xs, ys)
+    texts = label_points(ax, xs, ys, ["sleb + lin", "sleb + kd", "sleb + lin + kd", "far"])
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in texts]
+    assert all(t.get_fontsize() >= 9 for t in texts)
+    assert not any(boxes[a].overlaps(boxes[b]) for a in range(4) for b in range(a + 1, 4))  # no label on another
     plt.close(fig)
+
+
+def test_fmt_and_table_show_three_digits_and_bounds():
+    import pandas as pd
+
+    from study import style
+
+    assert [style.fmt(v) for v in (91.333, 0.4691, 4188.3, 390493476.97, None)] == ["91.3", "0.469", "4,188",
+                                                                                   "> 10⁶", "-"]
+    html = style.table(pd.DataFrame({"method": ["sleb+ft"], "ppl_wiki": [1e10]}), "Caption.").to_html()
+    assert "<caption>Caption.</caption>" in html and "SLEB + fine-tune" in html and "&gt; 10⁶" in html
+    assert "PPL wiki" in html and ">0<" not in html  # human column name, no 0..n-1 index
