@@ -6,6 +6,9 @@ Every choice the paper leaves open is a field of `TRSPConfig`; `profiles.py` hol
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -72,6 +75,54 @@ def stage1(trainer: Trainer, n: int, pool: list[int]) -> list[int]:
             if not quiet():  # the book's kernels are quiet: the selection is in the result's trajectory
                 bar.write(f"  round {r + 1}: removed layer(s) {take}  (s = {', '.join(f'{s[i]:.3f}' for i in take)})")
     return selected
+
+
+#: TRSPConfig fields that only stage 2 (or what follows it) reads: runs that differ only in these share stage 1.
+STAGE2_FIELDS = frozenset({"lambda2", "norm", "stage2_steps", "stage2_mode", "stage2_penalty", "stage2_fade",
+                           "fade_fraction", "lambda2_warmup", "stage2_train", "stage2_loss", "kd_temperature",
+                           "heal_last", "fold_scales"})
+#: Stage-1 outcomes of this process by `stage1_key`, least recently used first: a stage-2 ablation or a stage-2
+#: knob of the search selects once, not once per row. In memory only (an entry is the scales and the trajectory,
+#: kilobytes), and a reused outcome is exactly the computed one: a row's result never depends on what ran before.
+STAGE1_MEMO: dict[str, dict] = {}
+STAGE1_MEMO_SIZE = 64
+
+
+def stage1_key(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig, pool: list[int]) -> str | None:
+    """What determines stage 1's outcome: every field but stage 2's, the pool, the calibration ids and the model's
+    weights (hashed). None where stage 1 is not reusable: it trains the weights (`stage1_train="all"`), or it runs
+    sharded over processes."""
+    if cfg.stage1_train == "all" or distributed.active():
+        return None
+    h = hashlib.sha1(repr(({k: v for k, v in asdict(cfg).items() if k not in STAGE2_FIELDS}, pool)).encode())
+    for t in itertools.chain([calib], (p.detach() for p in model.state_dict().values())):
+        h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def stage1_memo(trainer: Trainer, n: int, pool: list[int], key: str | None) -> tuple[list[int], bool]:
+    """`stage1`, or its remembered outcome under `key` restored into `trainer` exactly as stage 1 leaves it (scales,
+    skipped layers, trajectory, step, batch stream position, RNG state). (selected, whether it was reused)."""
+    memo = STAGE1_MEMO.pop(key, None) if key else None
+    if memo is not None:
+        STAGE1_MEMO[key] = memo  # now the most recently used
+    else:
+        selected = stage1(trainer, n, pool)
+        if key:
+            STAGE1_MEMO[key] = {"selected": selected, "scales": trainer.gating.scales.detach().clone(),
+                                "trajectory": copy.deepcopy(trainer.trajectory), "step": trainer.step,
+                                "rng": torch.get_rng_state()}
+            while len(STAGE1_MEMO) > STAGE1_MEMO_SIZE:
+                STAGE1_MEMO.pop(next(iter(STAGE1_MEMO)))
+        return selected, False
+    with torch.no_grad():
+        trainer.gating.scales.copy_(memo["scales"])
+    trainer.gating.skip(memo["selected"])
+    trainer.trajectory, trainer.step = copy.deepcopy(memo["trajectory"]), memo["step"]
+    for _ in range(memo["step"] * trainer.cfg.grad_accum):  # stage 1 drew grad_accum micro-batches a step
+        next(trainer.batches)
+    torch.set_rng_state(memo["rng"])
+    return list(memo["selected"]), True
 
 
 def stage2(trainer: Trainer, selected: list[int]) -> None:
@@ -148,9 +199,9 @@ def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], ba
 def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
           teacher: nn.Module | None = None) -> TRSPResult:
     """Run TRSP on `model` with calibration token ids `calib` [N, seq_len]; the model is pruned in place.
+    A stage 1 this process already ran on the same model, data and stage-1 settings is reused (`stage1_memo`).
 
     `teacher`: the dense model for `stage2_loss="kd"` (default: a frozen copy of `model` taken here)."""
-    import copy
 
     from ..surgery.adapters import get_layers
 
@@ -166,10 +217,11 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
     t0 = time.perf_counter()
     if cfg.stage2_loss == "kd" and teacher is None:
         teacher = copy.deepcopy(model).requires_grad_(False)
+    key = stage1_key(model, calib, cfg, candidates(n_layers, cfg))
     gating = attach_gates(model, cfg.gate)
     trainer = Trainer(model, gating, calib, cfg)
     try:
-        selected = stage1(trainer, n, candidates(n_layers, cfg))
+        selected, reused = stage1_memo(trainer, n, candidates(n_layers, cfg), key)
         t1 = time.perf_counter()
         if cfg.stage2_loss == "kd":
             trainer.objective = kd_objective(teacher, cfg.kd_temperature)
@@ -193,4 +245,5 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
     return TRSPResult(
         removed=selected, kept=[i for i in range(n_layers) if i not in selected], n_layers=n_layers,
         final_scales=scales, identity_gap=gap, trajectory=trainer.trajectory,
-        timings={"stage1_s": t1 - t0, "stage2_s": t2 - t1, "total_s": t3 - t0}, config=asdict(cfg), model=model)
+        timings={"stage1_s": t1 - t0, "stage2_s": t2 - t1, "total_s": t3 - t0, "stage1_reused": reused},
+        config=asdict(cfg), model=model)
