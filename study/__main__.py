@@ -73,7 +73,12 @@ def run(P: plan.Params, chapter: str | None) -> int:
     done = 0
     while True:
         rows, _ = runner.resolved(P, chapter)
-        todo = [r for r in rows if not r.waits() and runner.probe(r, P)[1] is None]
+        missing: dict[str, plan.Row] = {}  # by key: a result two rows declare is computed once
+        for r in rows:
+            key, record = (None, True) if r.waits() else runner.probe(r, P)
+            if record is None:
+                missing.setdefault(key, r)
+        todo = list(missing.values())
         if not todo:
             break
         for r in todo:
