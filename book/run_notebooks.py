@@ -72,8 +72,10 @@ def warnings_in(nb_path: Path) -> list[str]:
 
 #: Cell tags that already say how a cell's code shows; a code cell with none of them is collapsed.
 SHOWN_AS = {"show-input", "hide-input", "remove-input", "remove-cell", "hide-cell"}
-#: The one line a reader sees in place of a chapter's parameter cell (and papermill's injected values).
-PARAMETERS_PROMPT = "Parameters of this chapter (every None is the plan's default; the rerun command is at the end)"
+#: The one line a reader sees in place of a chapter's parameter cell, and of the values papermill injected after it.
+PARAMETERS_PROMPT = {
+    "parameters": "Parameters of this chapter (None: the plan's default; the rerun command is at the end)",
+    "injected-parameters": "The values this build passed to those parameters"}
 
 
 def collapse_code(nb_path: Path) -> None:
@@ -90,8 +92,8 @@ def collapse_code(nb_path: Path) -> None:
         if cell.cell_type != "code" or SHOWN_AS & tags:
             continue
         cell.metadata.setdefault("tags", []).append("hide-input")
-        if tags & {"parameters", "injected-parameters"}:
-            cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = PARAMETERS_PROMPT
+        for tag in tags & set(PARAMETERS_PROMPT):
+            cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = PARAMETERS_PROMPT[tag]
     nbformat.write(nb, nb_path)
 
 

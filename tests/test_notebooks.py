@@ -105,4 +105,4 @@ def test_runner_collapses_code_unless_tagged_otherwise(tmp_path):
         ["parameters", "hide-input"], ["injected-parameters", "hide-input"], ["hide-input"], ["show-input"],
         ["remove-input"], ["hide-output", "hide-input"], None]
     prompts = [c.metadata.get("mystnb", {}).get("code_prompt_show") for c in cells]
-    assert prompts[:2] == [_runner().PARAMETERS_PROMPT] * 2 and not any(prompts[2:])  # folded behind one line
+    assert prompts[:2] == list(_runner().PARAMETERS_PROMPT.values()) and not any(prompts[2:])  # one line each
