@@ -83,7 +83,8 @@ def _verdicts(sweep: dict[float, dict], row: dict | None, ratio: float, n_layers
     inside = [spread(row, k)[0] <= row["ideal"][k] <= spread(row, k)[1] for k in KINDS] if row else []
     excess = [v["speedup"]["prefill"] - v["ideal"]["prefill"] for v in sweep.values()] or [NAN]
     return {"ideal_closer_n": sum(closer), "n_medians": len(closer),
-            "ideal_verdict": "inside" if inside and all(inside) else "partly inside" if any(inside) else "outside",
+            "ideal_verdict": ("n/a" if not row else "inside" if all(inside) else "partly inside" if any(inside)
+                              else "outside"),
             "prefill_excess_min": min(excess), "prefill_excess_max": max(excess),
             **{f"{k}_gap": abs(row["speedup"][k] - row["ideal"][k]) if row else NAN for k in KINDS}}
 
