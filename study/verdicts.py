@@ -171,7 +171,7 @@ def second(t, dense: dict | None, lr_label: str) -> dict:
     same learning rate and at the one carried over from the first model (no choice is made here: the settings came
     from the first model); `t` is its `frontier.pipelines_table`, None where the plan has no second model."""
     rows = {} if t is None else t.set_index("pipeline")
-    out = {"s_dense": num(dense and dense["ppl_wiki"]), "s_carried_lr": NA}
+    out = {"s_dense": num(dense["ppl_wiki"] if dense else None), "s_carried_lr": NA}
     if t is not None and "sleb+lin+kd" in rows.index:
         out["s_carried_lr"] = lr(rows.loc["sleb+lin+kd", "lr"])
     for key, (a, b, words) in SECOND.items():

@@ -111,3 +111,12 @@ def test_the_figure_marks_the_answer_and_enlarges_the_crowd(zoom):
     shown = [ax for ax in fig.axes if ax.get_visible()]
     assert len(shown) == (2 if zoom else 1)
     assert any(t.get_text() == "SLEB + lin + KD" for t in shown[-1].texts)
+
+
+def test_the_kd_table_leaves_out_the_ratio_of_two_unusable_models():
+    from study.frontier import kd_shown
+
+    t = kd_shown(kd_table(), " (lr 2e-5)")
+    assert list(t["selection"]) == ["SLEB", "angular distance", "LaCo"]
+    ratio = t["KD / fine-tune (lr 2e-5)"]
+    assert ratio[0] == 0.75 and pd.isna(ratio[2])  # LaCo: both above UNUSABLE
