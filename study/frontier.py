@@ -1,8 +1,8 @@
 """What a practitioner would use instead: the frontier chapter's rows, and its pipelines table (cost, Pareto front).
 
 Every choice (the `lin` ridge and mode, the healing learning rate and KD temperature) is made by the declared
-searches (`searches`), on validation perplexity only; test numbers are reported, never used to choose. The
-sentences that state the chapter's results are computed in `verdicts`.
+searches (`searches`), on validation perplexity only; test numbers are reported, never used to choose. The values
+the chapter's prose quotes are computed in `verdicts`; the tables and the figure it shows are made here.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import math
 from trsp_lib.pipelines import parse
 
 from .searches import setting_name
+from .style import fmt, method_name
 
 
 def frontier_run(P, ch: dict) -> dict:
@@ -128,3 +129,91 @@ def describe(label: str) -> dict[str, str]:
     p = parse(label)
     return {"selection": p.select.title, "compensation": " + ".join(e.title for e in p.edits) or "none",
             "healing": p.heal.title if p.heal else "none"}
+
+
+def search_table(run: dict):
+    """The search record with the registry's names: every setting tried, its validation and test perplexity."""
+    import pandas as pd
+
+    t = pd.DataFrame(run["record"])
+    t["pipeline"] = [method_name(x) for x in t["pipeline"]]
+    return t
+
+
+def shown(t, columns: list[str]):
+    """A pipelines table (`pipelines_table`) as the chapter shows it: human names, the chosen columns."""
+    out = t[columns].copy()
+    out["pipeline"] = [method_name(x) for x in out["pipeline"]]
+    return out.rename(columns={"x dense": "× dense"})
+
+
+def kd_shown(pairs, lr_label: str):
+    """The distillation-beside-fine-tune table (`kd_pairs`) as the chapter shows it: human selection names, the
+    perplexities, then the ratios; a ratio between two unusable models (both above `UNUSABLE`) is left out."""
+    ft, fair = f"+ fine-tune{lr_label}", "+ fine-tune, lr chosen on validation"
+    out = pairs.copy()
+    broken = out[[ft, "+ distillation"]].min(axis=1) >= UNUSABLE
+    out.loc[broken, [f"distillation / fine-tune{lr_label}", "distillation / that"]] = None
+    out["selection"] = [method_name(x) for x in out["selection"]]
+    return out[["selection", "alone", ft, fair, "+ distillation", f"distillation / fine-tune{lr_label}",
+                "distillation / that"]].rename(columns={
+        fair: "+ fine-tune (lr chosen on validation)", "+ distillation": "+ KD",
+        f"distillation / fine-tune{lr_label}": f"KD / fine-tune{lr_label}",
+        "distillation / that": "KD / fine-tune (lr chosen on validation)"})
+
+
+def best_healed(t):
+    """The pipeline that spends TRSP's budget with the lowest validation perplexity: the chapter's answer."""
+    scored = t[t["PPL wiki (val)"].notna() & t["trains"]]
+    return scored.loc[scored["PPL wiki (val)"].idxmin()] if len(scored) else None
+
+
+def _pipelines_panel(ax, t, best) -> None:
+    """One panel of the frontier figure: the pipelines (TRSP's in red), the Pareto front and the answer's star."""
+    for is_trsp, group in t.groupby("TRSP"):
+        ax.scatter(group["CPU min"], group["PPL wiki"], s=36, zorder=3, color="tab:red" if is_trsp else "tab:blue",
+                   label="TRSP's pipelines" if is_trsp else "other pipelines")
+    front = t[t["Pareto"] == "yes"].sort_values("CPU min")
+    ax.step(front["CPU min"], front["PPL wiki"], where="post", color="k", lw=1, zorder=2, label="Pareto front")
+    if best is not None:
+        ax.scatter([best["CPU min"]], [best["PPL wiki"]], s=150, marker="*", color="gold", edgecolor="k", zorder=5,
+                   label="best at TRSP's budget (by validation)")
+
+
+def pareto_figure(t, dense: dict):
+    """Wiki test perplexity against CPU minutes (both log), one point per pipeline, the Pareto front, the dense model,
+    and the answer (the best pipeline at TRSP's budget, by validation) drawn on top as a star. The pipelines that
+    cost about as much as the answer and come close to it crowd: a second panel enlarges them (linear axes)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .style import figsize, label_points, plain_log_axis, reference_line
+
+    best = best_healed(t)
+    near = t["CPU min"] < 0  # none
+    if best is not None:
+        cost, ppl = best["CPU min"], best["PPL wiki"]
+        near = t["CPU min"].between(cost / 1.3, cost * 1.3) & (t["PPL wiki"] <= ppl * 1.4)
+    zoom = near.sum() > 1
+    fig, axes = plt.subplots(2 if zoom else 1, 1, figsize=figsize(1.0 if zoom else 0.6), layout="constrained",
+                             height_ratios=(1.8, 1) if zoom else None, squeeze=False)
+    ax = axes[0, 0]
+    _pipelines_panel(ax, t, best)
+    reference_line(ax, dense["ppl_wiki"], f"dense ({fmt(dense['ppl_wiki'])})", kind="dense")
+    plain_log_axis(ax, "y")
+    if (t["CPU min"] > 0).all():
+        plain_log_axis(ax, "x")
+        ax.set_xlim(t["CPU min"].min() / 1.5, t["CPU min"].max() * 3)
+    ax.set(xlabel="CPU minutes to select, compensate and heal (log scale)", ylabel="perplexity, wiki test (log scale)")
+    outside = t[~near] if zoom else t
+    label_points(ax, outside["CPU min"], outside["PPL wiki"], [method_name(x) for x in outside["pipeline"]])
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 0.06))
+    if zoom:
+        box, inset = t[near], axes[1, 0]
+        _pipelines_panel(inset, t, best)
+        (x0, x1), (y0, y1) = ((box[c].min(), box[c].max()) for c in ("CPU min", "PPL wiki"))
+        dx, dy = max(0.25 * (x1 - x0), 0.02 * x1), 0.08 * y1
+        inset.set(xlim=(x0 - dx, x1 + dx), ylim=(y0 - dy, y1 + dy), xlabel="the dotted box, enlarged: CPU minutes")
+        ax.add_patch(Rectangle((x0 - dx, y0 - dy), x1 - x0 + 2 * dx, y1 - y0 + 2 * dy, fill=False, ls=":", color="0.4"))
+        label_points(inset, box["CPU min"], box["PPL wiki"], [method_name(x) for x in box["pipeline"]])
+    return fig
