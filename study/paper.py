@@ -76,6 +76,26 @@ def rel(both, source: str, model: str, method: str, col: str = "PPL pruned/dense
     return float(sel[col].iloc[0]) if len(sel) else float("nan")
 
 
+def ours(comparison: list[dict], ablations: list[dict], claimed: dict[str, str]):
+    """This study's side of the relative table: per row of the comparison section (one seed, both models) its
+    model, method, wiki perplexity, zero-shot accuracy and standard error in percent; then the paper-ablation rows
+    under the ablation claims' labels (`claimed`: row label -> claim label), perplexity only."""
+    import pandas as pd
+
+    from trsp_lib.zeroshot import zs_stderr
+
+    out = [{"model": r["model"], "method": r["label"], "ppl": r["ppl_wiki"], "acc": 100 * r.get("zs_avg", float("nan")),
+            "acc_se": 100 * zs_stderr(r)} for r in comparison if "method" in r]
+    out += [{"model": r["model"], "method": claimed[r["label"]], "ppl": r["ppl_wiki"], "acc": float("nan")}
+            for r in ablations]
+    return pd.DataFrame(out)
+
+
+def paper_claims(both, claims: list[dict], paper_model: str = "LLaMA2-7B") -> dict[str, str]:
+    """claim -> what the paper reports for it (`paper_evidence`), for the paper column of `evidence.claims_table`."""
+    return {c["claim"]: paper_evidence(both, c["a"], c["b"], paper_model) for c in claims}
+
+
 def paper_evidence(both, a: str, b: str, paper_model: str = "LLaMA2-7B") -> str:
     """What the paper reports for "a beats b" as pruned / dense perplexity, or why there is nothing to quote."""
     trsp = selection(a) == "trsp"

@@ -150,3 +150,37 @@ def test_one_seed_claims_read_the_relative_table():
     assert "SLEB" not in " ".join(t.index)  # g has no SLEB row: no claim about it
 
 
+
+
+def test_claims_give_values_and_reader_words():
+    """claim_rows decides each claim by the seed rule and the interval; claim_values turns the verdicts into the
+    glued words and counts; a missing row is NaN, never a crash."""
+    import math
+
+    from study import evidence
+
+    rng = np.random.default_rng(0)
+    base = (rng.random(200) < 0.5).astype(int).tolist()
+
+    def rows(ppls: list[float]) -> list[dict]:
+        return [{**_row("x", {"t": base}), "ppl_wiki": p, "ppl_news": p, "zs_avg": float(np.mean(base))}
+                for p in ppls]
+
+    main = {"dense": rows([10.0]), "trsp": rows([30.0, 50.0, 80.0]), "shortgpt": rows([40.0, 41.0]),
+            "sleb": rows([20.0, 21.0])}
+    claims = evidence.claim_rows(main)
+    assert [c["claim"] for c in claims] == ["TRSP beats ShortGPT", "TRSP beats SLEB"]  # the others lack a side
+    assert [(c["ppl"], c["zs_higher"], c["holds"]) for c in claims] == [("neither", "neither", "undecided"),
+                                                                        ("B", "neither", "no")]
+    v = evidence.claim_values(claims)
+    assert v["verdict_trsp_vs_sleb"] == "does not beat" and v["verdict_trsp_vs_shortgpt"] == "cannot be told apart from"
+    assert v["verdict_sleb_lin_kd_vs_trsp_tuned"] == "n/a" and v["answer"] == v["answer_paper"] == "No"
+    assert (v["n_claims"], v["n_hold"], v["n_fail"], v["n_open"]) == (2, 0, 1, 1)
+    r = evidence.row_values(main)
+    assert r["trsp_ppl_main"] == 160 / 3 and r["sleb_ppl_min"] == 20.0 and math.isnan(r["sleb_lin_kd_ppl_main"])
+    t = evidence.claims_table(claims, {"TRSP beats SLEB": "1.40 vs 1.80"}, detail=True)
+    assert list(t["verdict"]) == ["cannot tell", "does not hold"]
+    assert t.loc[1, "wiki perplexity, A vs B"] == "53.3 ± 25.2 vs 20.5 ± 0.7"
+    assert list(t["lower by the seed rule"]) == ["neither", "SLEB"] and t.loc[1, "paper (LLaMA-2-7B)"] == "1.40 vs 1.80"
+    assert math.isnan(evidence.table_values(None, "second")["trsp_ppl_second"])
+    assert evidence.key("sleb+ft (lr 2e-5)") == "sleb_ft" and evidence.key("trsp (tuned)") == "trsp_tuned"
