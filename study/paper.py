@@ -33,32 +33,6 @@ def paper_numbers():
     return pd.DataFrame(record["rows"], columns=["model", "method", "ppl", "acc"])
 
 
-def trsp_versus_best(name: str, t) -> list[dict]:
-    """TRSP against the best (lowest wiki perplexity) selection-only and +ft baselines of a `compare.table`."""
-    d = t.set_index("method")
-    if "trsp" not in d.index:
-        return []
-    tr, out = d.loc["trsp"], []
-    ft = d.index.str.contains("+ft", regex=False)  # "sleb+ft" and "sleb+ft (lr 2e-5)"
-    plain = d[~ft & ~d.index.isin(["dense", "trsp"])]
-    tuned = d[ft]
-    for group, label in ((plain, "selection only"), (tuned, "selection + equal-budget fine-tune")):
-        if len(group) == 0:
-            continue
-        best = group["ppl_wiki"].idxmin()
-        b = group.loc[best]
-        se = diff_se(tr["zs_se"], b["zs_se"]) if "zs_se" in d.columns else float("nan")
-        gap = tr["zs_avg"] - b["zs_avg"] if "zs_avg" in d.columns else float("nan")
-        out.append({"model": name, "TRSP vs": f"best {label}: {best}",
-                    "PPL wiki (TRSP / it)": f"{tr['ppl_wiki']:.1f} / {b['ppl_wiki']:.1f}",
-                    "PPL news (TRSP / it)": f"{tr['ppl_news']:.1f} / {b['ppl_news']:.1f}",
-                    "TRSP lower PPL in both domains": ("yes" if tr["ppl_wiki"] < b["ppl_wiki"]
-                                                       and tr["ppl_news"] < b["ppl_news"] else "no"),
-                    "zero-shot avg (TRSP - it)": f"{gap:+.3f} (s.e. {se:.3f})",
-                    "zero-shot verdict": verdict(gap, se, "TRSP", best)})
-    return out
-
-
 #: The paper's ablations: (claim, row label, TRSP config overrides that make the row, the factor by which
 #: perplexity must rise for the claim to hold; None: any rise; the lambda2 claim is the method's premise,
 #: so it asks for more than noise). The paper's table uses the same labels.

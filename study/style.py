@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The book theme's text column (about 740 CSS px at 96 px per inch, window 1280 px wide).
-TEXT_WIDTH_IN = 7.7
+#: The book theme's text column, measured by book/check_book.py at a 1280 px window: 665-700 CSS px, so 6.9 in at
+#: 96 px per inch (662 px) is shown at 1:1 or larger and a 9 pt label reads as 9 pt or more.
+TEXT_WIDTH_IN = 6.9
 #: PNG resolution: 150 dpi or more, so a figure stays sharp at full column width on a dense screen.
 DPI = 160
 #: Colours of reference lines: the dense model, the chance level, any other reference.
