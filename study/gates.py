@@ -132,7 +132,8 @@ def gate_values(run: dict) -> dict[str, Any]:
             "kept_min": min(end1[kept], default=NAN), "kept_max": max(end1[kept], default=NAN),
             "removed_min": min(end1[removed], default=NAN), "removed_max": max(end1[removed], default=NAN),
             "fade_steps": fade_steps(run["trajectory"], removed), "stage2_steps": int((stage == 2).sum()),
-            "gap_max": max(gaps, default=NAN)}
+            "gap_max": max(gaps, default=NAN), "groups": "overlap" if min(end1[kept], default=NAN) <= max(
+                end1[removed], default=NAN) else "do not overlap"}
 
 
 def loss_values(trajectory: list[dict], removed: list[int], window: int = 4) -> dict[str, float]:

@@ -4,8 +4,6 @@ method removes. Returns values, tables and figures; the importance chapter write
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -15,6 +13,8 @@ from .style import ABSURD, figsize, fmt, method_name
 
 #: The column of TRSP's first-round gates among the criteria's scores.
 TRSP = "trsp (round-1 gate)"
+#: Two rankings agree when their Spearman correlation is at least this.
+AGREE = 0.5
 
 
 def first_round_gates(trajectory: list[dict]) -> list[float]:
@@ -38,7 +38,7 @@ def _pair(a: str, b: str) -> str:
     return f"{method_name(a)} and {method_name(b)}"
 
 
-def agreement(scores: pd.DataFrame, n_remove: int) -> dict[str, Any]:
+def agreement(scores: pd.DataFrame, n_remove: int) -> dict[str, object]:
     """Spearman correlations among the one-shot criteria and with TRSP's gates, the layers every one-shot criterion
     puts among its `n_remove` lowest, and how tightly TRSP's first-round gates sit together."""
     rho = scores.corr(method="spearman")
@@ -49,7 +49,10 @@ def agreement(scores: pd.DataFrame, n_remove: int) -> dict[str, Any]:
     with_trsp = rho.loc[TRSP, others].dropna() if others else pd.Series(dtype=float)
     gates = scores[TRSP].to_numpy()
     q1, q3 = np.percentile(gates, [25, 75])
-    return {"rho_min": pairs[0][0] if pairs else NAN, "rho_min_pair": _pair(*pairs[0][1:]) if pairs else "none",
+    verdicts = {"agree_at": AGREE, "oneshot_verdict": "broadly agree" if pairs and pairs[0][0] >= AGREE
+                else "do not all agree", "trsp_verdict": "agree" if with_trsp.max() >= AGREE else "hardly agree"}
+    return {**verdicts, "rho_min": pairs[0][0] if pairs else NAN,
+            "rho_min_pair": _pair(*pairs[0][1:]) if pairs else "none",
             "rho_max": pairs[-1][0] if pairs else NAN, "rho_max_pair": _pair(*pairs[-1][1:]) if pairs else "none",
             "common_layers": listing(common), "n_common": len(common),
             "rho_trsp_min": with_trsp.min() if len(with_trsp) else NAN,
@@ -59,7 +62,7 @@ def agreement(scores: pd.DataFrame, n_remove: int) -> dict[str, Any]:
             "gate_max": gates.max(), "n_gates": len(gates), "common": common}
 
 
-def removal_values(rows: list[dict], common: list[int]) -> dict[str, Any]:
+def removal_values(rows: list[dict], common: list[int]) -> dict[str, object]:
     """Which layers TRSP, reverse order and LaCo remove, which rows collapsed (perplexity above `ABSURD`),
     the worst perplexity among the others, and the dense model's."""
     by = {r["method"]: r for r in rows if r["method"] != "dense"}

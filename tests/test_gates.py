@@ -41,6 +41,7 @@ def test_run_values_state_the_run_and_its_dense_model():
     assert v["ppl_ratio"] == pytest.approx(3.0) and v["zs_items"] == 50 and v["ratio_pct"] == 50
     assert v["lm_first"] == pytest.approx(3.15) and v["lm_faded"] == pytest.approx(4.5)
     assert v["step_change"] == pytest.approx(0.01)
+    assert v["groups"] == "do not overlap"  # kept gates end stage 1 at >= 0.958, removed ones at <= 0.955
 
 
 def test_a_missing_dense_row_or_zero_shot_gives_nan_not_an_error():
@@ -82,7 +83,8 @@ def test_importance_agreement_and_removals():
     assert isinstance(frame, pd.DataFrame) and frame.columns[0] == importance.TRSP
     agree = importance.agreement(frame, 2)
     assert agree["rho_max"] == pytest.approx(1.0) and agree["common"] == [1, 2]
-    assert agree["rho_max_pair"] == "ShortGPT and PPL (Shortened LLaMA)"
+    assert agree["rho_max_pair"] == "ShortGPT and PPL (Shortened LLaMA)" and agree["oneshot_verdict"] == "broadly agree"
+    assert agree["trsp_verdict"] == ("agree" if agree["rho_trsp_max"] >= importance.AGREE else "hardly agree")
     out = importance.removal_values(rows, agree["common"])
     assert out["collapsed"] == "reverse order" and out["n_collapsed"] == 1 and out["laco_removed"] == "none"
     assert out["worst_ppl"] == 50.0 and out["dense_ppl"] == 10.0 and out["trsp_in_common"] == 1
