@@ -190,8 +190,8 @@ def plot_seeds(main: dict[str, list[dict]], limit: int = LIMIT):
     plain_log_axis(ax1)
     ax1.set_yticks(range(len(order)), [method_name(k) for k in order])
     ax1.invert_yaxis()
-    ax1.set_xlabel("wiki perplexity (log; lower is better)")
-    ax2.set_xlabel("zero-shot accuracy (higher is better)")
+    ax1.set_xlabel("wiki perplexity, log scale\n(lower is better)")
+    ax2.set_xlabel("zero-shot accuracy\n(higher is better)")
     return fig
 
 
