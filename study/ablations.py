@@ -8,7 +8,7 @@ chapter writes the sentences.
 from __future__ import annotations
 
 from . import plan, runner, searches, stats
-from .style import figsize, fmt, label_points, method_name, plain_log_axis, reference_line
+from .style import figsize, fmt, label_points, method_name, model_name, plain_log_axis, reference_line
 
 #: The axis of the ablation figure ends here (x the default): a run beyond it is drawn at the edge, value written.
 CAP = 8.0
@@ -97,7 +97,7 @@ def values(P, ch: dict, a: dict) -> dict:
             "n_identical": int(rec.duplicated(subset=["PPL wiki (val)", "PPL wiki (test)"]).sum()),
             "literal_layers": ", ".join(map(str, literal)) if literal is not None else "n/a",
             "literal_ratio": fmt(a["table"]["wiki / default"].get(LITERAL, float("nan"))),
-            "last_layer": a["main"]["dense"][0]["n_layers"] - 1, "model": P.model, "lr_profile": P.lr(),
+            "last_layer": a["main"]["dense"][0]["n_layers"] - 1, "model": model_name(P.model), "lr_profile": P.lr(),
             "n_lrs": len(ch["records"]["heal_lr:sleb"]), "seed": P.seed, **heal}
 
 

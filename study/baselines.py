@@ -10,7 +10,7 @@ import inspect
 import math
 
 from . import plan, runner, stats
-from .style import TASK_NAMES, fmt, method_name, plain_log_axis, reference_line
+from .style import TASK_NAMES, fmt, method_name, model_name, plain_log_axis, reference_line
 
 #: Perplexities beyond this are drawn at the figure's right edge, their value written beside them.
 CAP = 5000
@@ -60,7 +60,7 @@ def values(c: dict, P) -> dict:
 
     models = list(c["tables"])
     per = [outcome(c["tables"][m]) for m in models]
-    out = {"model": models[0], "second_model": models[1] if len(models) > 1 else "n/a", **per[0],
+    out = {"model": model_name(models[0]), "second_model": model_name(models[1] if len(models) > 1 else None), **per[0],
            **{f"second_{k}": v for k, v in (per[1] if len(per) > 1 else _missing(per[0])).items()}}
     verdicts = [o[f"{k}_verdict"] for o in per for k in ("sel", "ft")]
     out["answer"] = "No" if all(v == "higher" for v in verdicts) else "Yes" if all(
@@ -115,7 +115,8 @@ def ladder(c: dict):
                              gridspec_kw={"height_ratios": heights}, squeeze=False, layout="constrained")
     for ax, (name, t) in zip(axes[:, 0], c["tables"].items()):
         _panel(ax, t.set_index("method")["ppl_wiki"])
-        ax.set_title(f"{name}: {t['n_removed'].max()} of {c['rows'][name][0]['n_layers']} layers removed", loc="left")
+        n_layers = c["rows"][name][0]["n_layers"]
+        ax.set_title(f"{model_name(name)}: {t['n_removed'].max()} of {n_layers} layers removed", loc="left")
     axes[-1, 0].set_xlabel("perplexity on held-out Wikipedia (log scale, lower is better)")
     handles = [Line2D([], [], ls="", marker="o", mfc="white", mec="tab:blue", label="selection only"),
                Line2D([], [], ls="", marker="o", mfc="tab:blue", mec="tab:blue", label="+ equal-budget fine-tune"),
@@ -174,8 +175,9 @@ def against_best(c: dict):
     for name, t in c["tables"].items():
         o = outcome(t)
         for key, what in (("sel", "selection only"), ("ft", "+ equal-budget fine-tune")):
-            rows.append({"model": name, "best baseline": f"{o[f'best_{key}']} ({what})", "TRSP PPL wiki": o["trsp_ppl"],
-                         "its PPL wiki": o[f"best_{key}_ppl"], "zero-shot TRSP − it": o[f"zs_gap_{key}"],
+            rows.append({"model": model_name(name), "best baseline": f"{o[f'best_{key}']} ({what})",
+                         "TRSP PPL wiki": o["trsp_ppl"], "its PPL wiki": o[f"best_{key}_ppl"],
+                         "zero-shot TRSP − it": o[f"zs_gap_{key}"],
                          "s.e.": o[f"zs_se_{key}"], "zero-shot verdict": o[f"zs_verdict_{key}"]})
     return pd.DataFrame(rows)
 

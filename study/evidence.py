@@ -30,17 +30,12 @@ VERB = {"yes": "beats", "no": "does not beat", "undecided": "cannot be told apar
 #: The study labels in the order the figures and tables list them (their names: `style.method_name`).
 ORDER = ("dense", "trsp", "trsp (tuned)", "shortgpt", "sleb", "shortgpt+ft", "sleb+ft", "sleb+lin", "sleb+lin+kd")
 OTHERS = ("C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9")  # matplotlib's cycle without its red (C3) and grey (C7)
-MODEL_NAMES = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma-3-270m", "tiny-llama": "a tiny random Llama"}
 
 
 def key(label: str) -> str:
     """A study label as part of a glue name: 'trsp (tuned)' -> 'trsp_tuned', 'sleb+ft (lr 2e-5)' -> 'sleb_ft'."""
     base = label if label == "trsp (tuned)" else label.partition(" (")[0]
     return re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_")
-
-
-def model_name(name: str | None) -> str:
-    return MODEL_NAMES.get(name, name) if name else "n/a"
 
 
 def _side(a: list[float], b: list[float]) -> str:

@@ -71,6 +71,16 @@ def method_name(label: str) -> str:
         return label
 
 
+def model_name(name: str | None) -> str:
+    """A model's human name: the registry's title for a built-in ('smollm2-135m' -> 'SmolLM2-135M'), the last part
+    of a hub name ('meta-llama/Llama-2-7b-hf' -> 'Llama-2-7b-hf'), "n/a" for none."""
+    from trsp_lib.models import BUILTIN_MODELS
+
+    if not name or name == "n/a":
+        return "n/a"
+    return BUILTIN_MODELS.get(name, {}).get("title") or name.rstrip("/").split("/")[-1]
+
+
 def selection(label: str) -> str:
     """The registry selection behind a study label: 'trsp (tuned)' and 'trsp:kd' -> 'trsp'; 'dense' -> 'dense'."""
     from trsp_lib.pipelines import parse

