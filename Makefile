@@ -54,11 +54,13 @@ test-all: setup
 # then the Jupyter Book with warnings as errors. Output: book/_build/html/index.html
 # FRESH=1 regenerates the whole plan into data/fresh/ first (an empty folder apart from data/results/, so the book
 # is never half old and half new; resumable, with progress and an ETA), then builds the book from it.
+# WORKERS processes share the rows (cores / WORKERS threads each); on 2 cores, 2 one-thread workers.
 FRESH_RESULTS := $(CURDIR)/data/fresh
+WORKERS ?= 2
 
 book: setup
 ifeq ($(FRESH),1)
-	TRSP_RESULTS=$(FRESH_RESULTS) $(PY) -m study run
+	TRSP_RESULTS=$(FRESH_RESULTS) $(PY) -m study run --workers $(WORKERS)
 	TRSP_RESULTS=$(FRESH_RESULTS) $(PY) book/run_notebooks.py --profile default
 else
 	$(PY) book/run_notebooks.py --profile default

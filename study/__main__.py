@@ -2,15 +2,21 @@
 
     status   one line per row: chapter(s), label, key, cached / missing, its recorded or estimated cost
     keys     one line per row: label, a tab, key
-    run      compute the missing rows (the searches first), with a progress bar and ETA; rerun after a kill
+    run      compute the missing rows (the searches first), with a progress bar and ETA; rerun after a kill.
+             `--workers N` runs N processes of cores/N threads each; they share the work by claiming rows
+             (a file per row under the results folder's .claims/), so several `run`s on one machine never
+             compute the same row
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import subprocess
 import sys
 import time
+
+from trsp_lib import results
 
 from . import plan, runner
 
@@ -44,7 +50,7 @@ def status(P: plan.Params, chapter: str | None, keys_only: bool = False) -> int:
             print(f"{r.label} [{r.model}, seed {r.seed}, {r.limit} items]\t{key or 'after ' + ', '.join(r.waits())}")
         return 0
     where = _chapters(P, ch)
-    est = runner.estimates([(r, x) for r, _, x in probed if x is not None])
+    est = runner.known_costs(P, chapter)
     cached = 0
     for r, key, x in probed:
         if x is not None:
@@ -60,38 +66,85 @@ def status(P: plan.Params, chapter: str | None, keys_only: bool = False) -> int:
     return 0
 
 
-def run(P: plan.Params, chapter: str | None) -> int:
-    """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them."""
+def _missing(P: plan.Params, chapter: str | None) -> tuple[list[plan.Row], list[plan.Row]]:
+    """(the rows to compute, one per key; every row of the plan)."""
+    rows, _ = runner.resolved(P, chapter)
+    missing: dict[str, plan.Row] = {}  # by key: a result two rows declare is computed once
+    for r in rows:
+        key, record = (None, True) if r.waits() else runner.probe(r, P)
+        if record is None:
+            missing.setdefault(key, r)
+    return list(missing.values()), rows
+
+
+def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
+    """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them.
+    Rows another process has claimed are left to it (this one waits when nothing else is left)."""
     from tqdm.auto import tqdm
 
     rows, _ = runner.resolved(P, chapter)
     probed = _probe_all(P, rows)
-    est = runner.estimates([(r, x) for r, _, x in probed if x is not None])
+    est = runner.known_costs(P, chapter)
     guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731  (unknown: 5 minutes)
     bar = tqdm(total=round(sum(guess(r) for r, _, x in probed if x is None)), unit="s", desc="plan (estimated s)",
-               disable=False)
+               disable=quiet_bar)
     done = 0
     while True:
-        rows, _ = runner.resolved(P, chapter)
-        missing: dict[str, plan.Row] = {}  # by key: a result two rows declare is computed once
-        for r in rows:
-            key, record = (None, True) if r.waits() else runner.probe(r, P)
-            if record is None:
-                missing.setdefault(key, r)
-        todo = list(missing.values())
+        todo, rows = _missing(P, chapter)
         if not todo:
             break
+        bar.n = max(0, bar.total - round(sum(guess(r) for r in todo)))  # what any worker finished counts
+        bar.refresh()
+        took = False
         for r in todo:
-            bar.set_postfix_str(f"{r.label} seed {r.seed}")
-            t0 = time.time()
-            runner.read(r, P, compute=True)
-            done += 1
-            bar.update(round(guess(r)))
-            bar.write(f"[{done}] {r.label} ({r.model}, seed {r.seed}, {r.limit} items): {time.time() - t0:.0f} s")
+            key, record = runner.probe(r, P)
+            if record is not None:  # another worker made it meanwhile
+                continue
+            with results.claim(key) as mine:
+                if not mine:  # another worker's
+                    continue
+                took = True
+                bar.set_postfix_str(f"{r.label} seed {r.seed}")
+                t0 = time.time()
+                runner.read(r, P, compute=True)
+                done += 1
+                bar.update(round(guess(r)))
+                bar.write(f"[{done}] {r.label} ({r.model}, seed {r.seed}, {r.limit} items): {time.time() - t0:.0f} s")
+        if not took:  # every missing row is another worker's: wait for it
+            time.sleep(10)
     bar.close()
     waiting = [r for r in rows if r.waits()]
     print(f"computed {done} rows; {len(waiting)} still wait on a choice" if waiting else f"computed {done} rows")
     return 1 if waiting else 0
+
+
+def run_workers(argv: list[str], n: int, P: plan.Params, chapter: str | None) -> int:
+    """`n` worker processes of `run` (cores / n threads each); this process shows the whole plan's progress."""
+    from tqdm.auto import tqdm
+
+    threads = max(1, len(os.sched_getaffinity(0)) // n)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TRSP_WORKER": "1", "TQDM_DISABLE": "1"}  # one bar: this one
+    procs = [subprocess.Popen([sys.executable, "-m", "study", *argv, "--workers", "1"], env=env) for _ in range(n)]
+    rows, _ = runner.resolved(P, chapter)
+    probed = _probe_all(P, rows)
+    est = runner.known_costs(P, chapter)
+    guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731
+    bar = tqdm(total=round(sum(guess(r) for r, _, x in probed if x is None)), unit="s",
+               desc=f"plan, {n} workers (estimated s)")
+    try:
+        last = time.time()
+        while any(p.poll() is None for p in procs):
+            time.sleep(1)
+            if time.time() - last > 300:  # a look at the whole plan costs ~8 s of CPU
+                todo, _ = _missing(P, chapter)
+                bar.n, last = max(0, bar.total - round(sum(guess(r) for r in todo))), time.time()
+                bar.refresh()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        bar.close()
+    return max(p.wait() for p in procs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,14 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chapter", help=f"one chapter: {', '.join(plan.CHAPTERS)}")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a study parameter (plan.Params), e.g. calib=news or 'seeds=[0, 1]'")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="run: N processes sharing the missing rows (cores / N threads each)")
     ap.add_argument("--profile-book", metavar="NAME", help="start from a book profile of book/params.yaml (tiny)")
     a = ap.parse_args(argv)
     try:
         P = plan.Params.of(**book_params(a.profile_book)).set(a.set)
         if a.chapter is not None and a.chapter not in plan.CHAPTERS:
             raise ValueError(f"unknown chapter {a.chapter!r}; chapters with rows: {', '.join(plan.CHAPTERS)}")
+        if a.workers < 1:
+            raise ValueError(f"--workers {a.workers}: give 1 or more")
+        if a.command == "run" and a.workers > 1:
+            again = ["run", *(["--chapter", a.chapter] if a.chapter else []), *[y for x in a.set for y in ("--set", x)],
+                     *(["--profile-book", a.profile_book] if a.profile_book else [])]
+            return run_workers(again, a.workers, P, a.chapter)
         if a.command == "run":
-            return run(P, a.chapter)
+            return run(P, a.chapter, quiet_bar=os.environ.get("TRSP_WORKER") == "1")
         return status(P, a.chapter, keys_only=a.command == "keys")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from trsp_lib import results
+from trsp_lib.data import data_dir
 from trsp_lib.compare import compare
 from trsp_lib.pipelines import parse
 
 from . import plan
 from .plan import Params, Row
 from .searches import pick_on_validation, record, search_trsp
+
+#: The committed study's results folder.
+COMMITTED = data_dir() / "results"
 
 
 @contextlib.contextmanager
@@ -188,19 +192,65 @@ def by_label(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def cost_s(record: dict) -> tuple[float, bool]:
-    """(seconds on this 2-core CPU, measured?) of a record: its wall time when it ran on a CPU; a GPU row is None."""
-    on_gpu = bool((record.get("provenance") or {}).get("cuda"))
-    return (math.nan, False) if on_gpu else (record.get("wall_s", math.nan), True)
+    """(seconds on this 2-core CPU, measured?) of a record; a GPU row's is NaN. Where the record has its CPU
+    time, half of it (results computed inside it apart): one thread uses half the machine, and two threads
+    alone keep both cores busy; CPU time, unlike wall time, does not grow when other jobs share the cores.
+    Older records have only their wall time."""
+    if (record.get("provenance") or {}).get("cuda"):
+        return math.nan, False
+    if record.get("cpu_s"):
+        return (record["cpu_s"] - (record.get("nested_cpu_s") or 0.0)) / 2, True
+    return record.get("wall_s", math.nan), True
 
 
 def estimates(known: list[tuple[Row, dict]]) -> dict[tuple, float]:
-    """Median measured seconds per (model, pipeline, scored on zero-shot?): what a missing row is estimated at."""
+    """Median measured seconds per (model, pipeline, kind, scored on zero-shot?): what a missing row is
+    estimated at. A group measured only on a GPU: its median GPU wall time times the CPU / GPU ratio measured
+    on the rows computed on both (`gpu_check.json`, the middle of its range)."""
     groups: dict[tuple, list[float]] = {}
+    on_gpu: dict[tuple, list[float]] = {}
     for r, x in known:
         s, measured = cost_s(x)
         if measured and s == s:
             groups.setdefault(_group(r), []).append(s)
-    return {k: statistics.median(v) for k, v in groups.items()}
+        elif not measured and x.get("wall_s"):
+            on_gpu.setdefault(_group(r), []).append(x["wall_s"])
+    out = {k: statistics.median(v) for k, v in groups.items()}
+    if set(on_gpu) - set(out):
+        from .chapter import gpu_to_cpu
+
+        with results_in(COMMITTED):
+            ratio = statistics.mean(gpu_to_cpu())
+        out.update({k: ratio * statistics.median(v) for k, v in on_gpu.items() if k not in out})
+    return out
+
+
+def known_costs(P: Params, chapter: str | None = None) -> dict[tuple, float]:
+    """`estimates` from the plan's records in the results folder and, when that is another (a regeneration's),
+    in the committed one too (each folder's choices its own): a regeneration's rows, even those that wait on a
+    choice, are estimated from the committed study's costs until its own are measured."""
+    known = []
+    for folder in dict.fromkeys([results.results_dir(), COMMITTED]):
+        with results_in(folder):
+            rows, _ = resolved(P, chapter)
+            known += [(r, x) for r in rows if not r.waits() and (x := probe(r, P)[1]) is not None]
+    return estimates(known)
+
+
+@contextlib.contextmanager
+def results_in(folder: Path) -> Iterator[None]:
+    """The results folder set to `folder` inside the block."""
+    import os
+
+    before = os.environ.get("TRSP_RESULTS")
+    os.environ["TRSP_RESULTS"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TRSP_RESULTS", None)
+        else:
+            os.environ["TRSP_RESULTS"] = before
 
 
 def _group(r: Row) -> tuple:

@@ -133,3 +133,13 @@ def test_run_computes_the_missing_rows_and_a_rerun_computes_nothing(tmp_path, mo
     assert "computed 0 rows" in capsys.readouterr().out
     written = list(Path(tmp_path).rglob("*.json"))
     assert written and all(json.loads(p.read_text())["key"] for p in written)
+
+
+def test_two_workers_compute_each_row_once(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    monkeypatch.setenv("TRSP_QUIET", "1")
+    assert main(["run", "--workers", "2", "--profile-book", "tiny", "--chapter", "02"]) == 0
+    out = capfd.readouterr().out
+    counts = [int(line.split()[1]) for line in out.splitlines() if line.startswith("computed ")]
+    assert len(counts) == 2 and sum(counts) == 2, out
+    assert not list((Path(tmp_path) / ".claims").iterdir())

@@ -40,3 +40,17 @@ def test_a_stage1_change_or_weight_training_selects_again():
     assert not _run(seed=1).timings["stage1_reused"]  # another batch order
     assert not _run(stage1_train="all").timings["stage1_reused"]  # stage 1 trains the weights: never reused
     assert _run(stage2_steps=1).timings["stage1_reused"]
+
+
+def test_a_stage1_store_shares_stage1_across_processes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    calib = torch.randint(3, 100, (8, 16), generator=torch.Generator().manual_seed(0))
+    trsp.STAGE1_MEMO.clear()
+    first = prune(tiny_model("llama", n_layers=6), calib, TRSPConfig(**TINY), stage1_store=tmp_path / "stage1")
+    assert len(list((tmp_path / "stage1").glob("*.json"))) == 1
+    trsp.STAGE1_MEMO.clear()  # a new process (another worker, a later session): only the store remembers
+    cfg = TRSPConfig(**{**TINY, "lambda2": 0.5})
+    variant = prune(tiny_model("llama", n_layers=6), calib, cfg, stage1_store=tmp_path / "stage1")
+    assert not first.timings["stage1_reused"] and variant.timings["stage1_reused"]
+    trsp.STAGE1_MEMO.clear()
+    _same(variant, prune(tiny_model("llama", n_layers=6), calib, cfg))

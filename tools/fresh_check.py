@@ -1,14 +1,20 @@
 """Compare a regeneration of the plan with the committed results: one line per row, then a summary.
 
 A regeneration runs the whole plan from an empty results folder apart from data/results/
-(`TRSP_RESULTS=data/fresh python -m study run`), so the book is never half old and half new. This script reads
-the plan twice, once per folder (each folder makes its own choices on its own validation rows), matches rows by
-study label, model, seed, items and ratio, and writes data/results/fresh-check.json:
+(`TRSP_RESULTS=data/fresh python -m study run --workers 2`), so the book is never half old and half new. This
+script reads the plan twice, once per folder (each folder makes its own choices on its own validation rows),
+matches rows by study label, model, seed, items, ratio and kind, and writes data/results/fresh-check.json:
 
     python tools/fresh_check.py [--fresh data/fresh] [--out data/results/fresh-check.json]
 
 Tolerances, stated before the regeneration: the same layers removed, perplexity within 1%, zero-shot average
 within 0.01.
+
+Cost: a record's seconds on this 2-core CPU are half its CPU seconds, results computed inside it apart
+(`study.runner.cost_s`: one thread uses half the machine). The summary's `total_hours` adds that over every
+record of the regeneration (stage-1 outcomes, selections computed inside a row, the rows); `chapters` adds it
+over each chapter's rows (a row several chapters read counts in each: what regenerating that chapter alone
+costs, stage 1s it shares with other rows apart).
 """
 from __future__ import annotations
 
@@ -21,28 +27,35 @@ ROOT = Path(__file__).resolve().parent.parent
 PPL_TOL, ZS_TOL = 0.01, 0.01
 
 
-def read_plan(results: Path) -> dict[tuple, dict]:
-    """Row identity -> its record in `results` (rows not there are left out)."""
+def read_plan(results: Path) -> dict[tuple, tuple[dict, list[str]]]:
+    """Row identity -> (its record in `results`, the chapters that read it); rows not there are left out."""
     os.environ["TRSP_RESULTS"] = str(results)
     from study import plan, runner
 
     P = plan.Params()
-    rows, _ = runner.resolved(P)
-    out = {}
-    for r in rows:
-        record = runner.read(r, P, compute=False)
-        if record is not None:
-            out[(r.label, r.model, r.seed, r.limit, r.ratio, r.kind)] = record
+    out: dict[tuple, tuple[dict, list[str]]] = {}
+    for chapter in plan.CHAPTERS:
+        rows, _ = runner.resolved(P, chapter)
+        for r in rows:
+            ident = (r.label, r.model, r.seed, r.limit, r.ratio, r.kind)
+            if ident in out:
+                out[ident][1].append(chapter)
+            elif (record := runner.read(r, P, compute=False)) is not None:
+                out[ident] = (record, [chapter])
     return out
 
 
 def compare_row(old: dict, new: dict) -> dict:
     """One line: committed and recomputed values, their differences, and whether each is within tolerance."""
+    from study.runner import cost_s
+
     line: dict = {"first computed on": "GPU" if (old.get("provenance") or {}).get("cuda") else "CPU",
-                  "cpu_s": new.get("cpu_s"), "threads": (new.get("provenance") or {}).get("threads")}
+                  "seconds on 2 cores": round(cost_s(new)[0], 1)}
     ok = True
     if "removed" in old:
         line["same layers"] = sorted(old["removed"]) == sorted(new.get("removed", []))
+        if not line["same layers"]:
+            line["layers"] = {"committed": sorted(old["removed"]), "recomputed": sorted(new.get("removed", []))}
         ok &= line["same layers"]
     for col in [c for c in old if c.startswith("ppl_") and isinstance(old[c], (int, float))]:
         rel = (new.get(col, float("nan")) - old[col]) / old[col]
@@ -56,6 +69,28 @@ def compare_row(old: dict, new: dict) -> dict:
     return line
 
 
+def largest(lines: list[dict], where: str, n: int = 3) -> list[dict]:
+    """The `n` rows first computed on `where` whose perplexity moved most (relative), with their layers' verdict."""
+    def worst(x: dict) -> float:
+        return max((abs(v["relative difference"]) for k, v in x.items() if k.startswith("ppl_")), default=0.0)
+    picked = sorted((x for x in lines if x.get("first computed on") == where), key=worst, reverse=True)[:n]
+    return [{"row": f"{x['label']} ({x['model']}, seed {x['seed']}, {x['items']} items)",
+             "largest perplexity difference": worst(x), "same layers": x.get("same layers"),
+             "zero-shot difference": (x.get("zs_avg") or {}).get("difference")} for x in picked]
+
+
+def total_seconds(folder: Path) -> float:
+    """Seconds on 2 cores of every record in `folder` (each counted once: nested results apart)."""
+    from study.runner import cost_s
+
+    total = 0.0
+    for path in folder.rglob("*.json"):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and record.get("cpu_s"):
+            total += cost_s(record)[0]
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fresh", default=str(ROOT / "data" / "fresh"))
@@ -63,15 +98,33 @@ def main() -> None:
     a = ap.parse_args()
     committed, fresh = read_plan(ROOT / "data" / "results"), read_plan(Path(a.fresh))
     lines = [{"label": k[0], "model": k[1], "seed": k[2], "items": k[3], "ratio": k[4], "kind": k[5],
-              **(compare_row(committed[k], fresh[k]) if k in committed else {"within tolerance": None})}
-             for k in fresh]
-    hours = sum((x.get("cpu_s") or 0.0) / max(1, min(2, x.get("threads") or 1)) for x in lines) / 3600
+              "chapters": chapters,
+              **(compare_row(committed[k][0], new) if k in committed else {"within tolerance": None})}
+             for k, (new, chapters) in fresh.items()]
+    chapters: dict[str, dict] = {}
+    for _, names in committed.values():
+        for c in names:
+            ch = chapters.setdefault(c, {"rows": 0, "recomputed": 0, "hours on 2 cores": 0.0})
+            ch["rows"] += 1
+    for x in lines:
+        for c in x["chapters"]:
+            ch = chapters.setdefault(c, {"rows": 0, "recomputed": 0, "hours on 2 cores": 0.0})
+            ch["recomputed"] += 1
+            ch["hours on 2 cores"] += (x.get("seconds on 2 cores") or 0.0) / 3600
+    for ch in chapters.values():
+        ch["hours on 2 cores"] = round(ch["hours on 2 cores"], 2)
+    judged = [x for x in lines if x["within tolerance"] is not None]
     summary = {"rows in the plan": len(committed), "recomputed": len(lines),
-               "within_tolerance": sum(1 for x in lines if x["within tolerance"]),
-               "total_hours": round(hours, 2), "tolerances": {"perplexity relative": PPL_TOL, "zero-shot": ZS_TOL,
-                                                              "layers": "the same set"}}
+               "within_tolerance": sum(1 for x in judged if x["within tolerance"]),
+               "layers differ": sum(1 for x in judged if x.get("same layers") is False),
+               "total_hours": round(total_seconds(Path(a.fresh)) / 3600, 2),
+               "largest differences, CPU rows": largest(judged, "CPU"),
+               "largest differences, GPU rows": largest(judged, "GPU"),
+               "chapters": dict(sorted(chapters.items())),
+               "tolerances": {"perplexity relative": PPL_TOL, "zero-shot": ZS_TOL, "layers": "the same set"}}
     Path(a.out).write_text(json.dumps({"summary": summary, "rows": lines}, indent=1, default=str) + "\n")
-    print(json.dumps(summary))
+    print(json.dumps({k: summary[k] for k in ("rows in the plan", "recomputed", "within_tolerance", "layers differ",
+                                              "total_hours")}))
 
 
 if __name__ == "__main__":

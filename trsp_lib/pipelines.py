@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .baselines import criteria
+from .results import results_dir
 from .baselines.compensation import compensate, compensate_removed
 from .surgery.removal import remove_layers
 from .method.trsp import TRSPConfig, config_key, finetune, prune
@@ -82,7 +83,7 @@ class Step:
 
 def _trsp(job: Job) -> dict[str, Any]:
     """TRSP selects and trains; with a KD stage 2 (trsp:kd) the dense model in the job is the teacher."""
-    result = prune(job.model, job.calib, job.cfg, teacher=job.dense)
+    result = prune(job.model, job.calib, job.cfg, teacher=job.dense, stage1_store=results_dir() / "stage1")
     job.layers = result.removed
     return {"final_scales": result.final_scales, "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
             "trajectory": result.trajectory, "timings": result.timings}

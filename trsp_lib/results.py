@@ -11,10 +11,11 @@ which is how tools/migrate_keys.py rewrites stored records when the schema chang
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from .data import data_dir
 from .log import say
 from .provenance import KEY_SCHEMA, env_flag, param_key, peak_rss_gb, provenance, write_json_atomic
 
-__all__ = ["results_dir", "fresh", "stored", "cached", "param_key", "cached_params", "KEY_SCHEMA", "LISTENERS",
+__all__ = ["results_dir", "fresh", "stored", "claim", "cached", "param_key", "cached_params", "KEY_SCHEMA", "LISTENERS",
            "MISSING"]
 
 #: Called with (path, record) for every record `stored` returns, cached or just computed: how a reader of
@@ -45,6 +46,57 @@ def fresh() -> bool:
     return env_flag("TRSP_FRESH")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def claim(key: str) -> Iterator[bool]:
+    """Hold the result `key` for this process while it computes it: True, or False while another live process
+    holds it. Several processes on one machine (`python -m study run --workers 2`) so never compute one result
+    twice. A claim is a file under the results folder's `.claims/` naming its process; a killed process's claim
+    is taken over; a claim this process already holds is held again (a row computing its own dependencies)."""
+    path = results_dir() / ".claims" / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                holder = int(path.read_text())
+            except (OSError, ValueError):  # being written this instant, or just released: held
+                yield False
+                return
+            if holder == os.getpid():
+                yield True
+                return
+            if _alive(holder):
+                yield False
+                return
+            path.unlink(missing_ok=True)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _ours(path: Path, key: str) -> dict | None:
+    if path.exists():
+        record = json.loads(path.read_text())
+        if record.get("key") == key:
+            return record
+    return None
+
+
 def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = False,
            cached_only: bool = False, name: str | None = None) -> dict | None:
     """The record at `path` if it holds `key` (made by `param_key`); else `compute()` plus key and provenance,
@@ -53,8 +105,9 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
     `force` (or `TRSP_FRESH=1`) recomputes; `cached_only` computes nothing and returns None instead.
     With a `name`, says which of the three happened ("[name] cached: ...", "computing", "not computed")."""
     path = Path(path)
-    from .surgery.distributed import agree
-    if agree(path.exists() and not (force or fresh())):  # under FSDP rank 0 decides: every process computes the same
+    from .surgery import distributed
+    # under FSDP rank 0 decides, so every process computes the same
+    if distributed.agree(path.exists() and not (force or fresh())):
         record = json.loads(path.read_text())
         if record.get("key") == key:
             _say(name, f"cached: {path.parent.name}/{path.name}")
@@ -64,15 +117,40 @@ def stored(path: Path, key: str, compute: Callable[[], dict], *, force: bool = F
         for listener in MISSING:
             listener(path, key)
         return None
+    if distributed.active():  # every process of one FSDP run computes it together
+        return _returned(path, _compute(path, key, compute, name))
+    while True:
+        with claim(key) as mine:
+            if mine:
+                if not (force or fresh()) and (record := _ours(path, key)) is not None:  # another process made it
+                    return _returned(path, record)
+                return _returned(path, _compute(path, key, compute, name))
+        _say(name, "another process computes it: waiting")
+        time.sleep(5)
+
+
+#: CPU seconds of the results computed inside the one being computed, innermost last: a row that computes its
+#: selection first records both, and the selection's also as `nested_cpu_s`, so a sum over records counts it once.
+_NESTED: list[float] = []
+
+
+def _compute(path: Path, key: str, compute: Callable[[], dict], name: str | None) -> dict:
     _say(name, "computing ...")
     t0, c0 = time.perf_counter(), time.process_time()
-    record = compute()
+    _NESTED.append(0.0)
+    try:
+        record = compute()
+    finally:
+        nested = _NESTED.pop()
+    cpu = time.process_time() - c0
+    if _NESTED:
+        _NESTED[-1] += cpu
     # cpu_s (this process's CPU seconds, all threads) does not grow when other jobs share the cores; wall_s does
-    record.update({"key": key, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+    record.update({"key": key, "wall_s": time.perf_counter() - t0, "cpu_s": cpu, "nested_cpu_s": nested,
                    "peak_rss_gb": peak_rss_gb(),
                    "provenance": provenance()})
     write_json_atomic(path, record)
-    return _returned(path, json.loads(path.read_text()))  # what a rerun will see (JSON types)
+    return json.loads(path.read_text())  # what a rerun will see (JSON types)
 
 
 def _returned(path: Path, record: dict) -> dict:

@@ -11,10 +11,12 @@ import hashlib
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+from .. import results
 from ..surgery import distributed
 from .config import Budget, TRSPConfig, budget, config_key, layers_to_remove
 from ..surgery.devices import input_device
@@ -82,8 +84,10 @@ STAGE2_FIELDS = frozenset({"lambda2", "norm", "stage2_steps", "stage2_mode", "st
                            "fade_fraction", "lambda2_warmup", "stage2_train", "stage2_loss", "kd_temperature",
                            "heal_last", "fold_scales"})
 #: Stage-1 outcomes of this process by `stage1_key`, least recently used first: a stage-2 ablation or a stage-2
-#: knob of the search selects once, not once per row. In memory only (an entry is the scales and the trajectory,
-#: kilobytes), and a reused outcome is exactly the computed one: a row's result never depends on what ran before.
+#: knob of the search selects once, not once per row. An entry is the scales, the trajectory and the RNG state
+#: (kilobytes), as JSON values; a reused outcome is exactly the computed one, so a row's result never depends on what
+#: ran before. With a `stage1_store` (the comparison's rows pass the results folder's `stage1/`) the outcomes also
+#: live on disk, shared by the workers of a regeneration and by its later sessions.
 STAGE1_MEMO: dict[str, dict] = {}
 STAGE1_MEMO_SIZE = 64
 
@@ -100,28 +104,36 @@ def stage1_key(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig, pool: lis
     return h.hexdigest()
 
 
-def stage1_memo(trainer: Trainer, n: int, pool: list[int], key: str | None) -> tuple[list[int], bool]:
-    """`stage1`, or its remembered outcome under `key` restored into `trainer` exactly as stage 1 leaves it (scales,
-    skipped layers, trajectory, step, batch stream position, RNG state). (selected, whether it was reused)."""
-    memo = STAGE1_MEMO.pop(key, None) if key else None
-    if memo is not None:
-        STAGE1_MEMO[key] = memo  # now the most recently used
-    else:
-        selected = stage1(trainer, n, pool)
-        if key:
-            STAGE1_MEMO[key] = {"selected": selected, "scales": trainer.gating.scales.detach().clone(),
-                                "trajectory": copy.deepcopy(trainer.trajectory), "step": trainer.step,
-                                "rng": torch.get_rng_state()}
-            while len(STAGE1_MEMO) > STAGE1_MEMO_SIZE:
-                STAGE1_MEMO.pop(next(iter(STAGE1_MEMO)))
-        return selected, False
+def _outcome(trainer: Trainer, selected: list[int]) -> dict:
+    """What stage 1 leaves in `trainer`, as JSON values (float32 scales and RNG bytes round-trip exactly)."""
+    return {"selected": list(selected), "scales": trainer.gating.scales.detach().cpu().tolist(),
+            "trajectory": copy.deepcopy(trainer.trajectory), "step": trainer.step,
+            "rng": torch.get_rng_state().tolist()}
+
+
+def stage1_memo(trainer: Trainer, n: int, pool: list[int], key: str | None,
+                store: Path | None = None) -> tuple[list[int], bool]:
+    """`stage1`, or its remembered outcome under `key` (in this process's memo, else in `store`) restored into
+    `trainer` exactly as stage 1 leaves it (scales, skipped layers, trajectory, step, batch stream position, RNG
+    state). (selected, whether it was reused)."""
+    if not key:
+        return stage1(trainer, n, pool), False
+    memo, ran = STAGE1_MEMO.pop(key, None), []
+    if memo is None:
+        run = lambda: _outcome(trainer, ran.append(stage1(trainer, n, pool)) or ran[0])  # noqa: E731
+        memo = results.stored(store / f"{key}.json", key, run) if store is not None else run()
+    STAGE1_MEMO[key] = memo  # now the most recently used
+    while len(STAGE1_MEMO) > STAGE1_MEMO_SIZE:
+        STAGE1_MEMO.pop(next(iter(STAGE1_MEMO)))
+    if ran:
+        return ran[0], False
     with torch.no_grad():
-        trainer.gating.scales.copy_(memo["scales"])
+        trainer.gating.scales.copy_(torch.tensor(memo["scales"], dtype=trainer.gating.scales.dtype))
     trainer.gating.skip(memo["selected"])
     trainer.trajectory, trainer.step = copy.deepcopy(memo["trajectory"]), memo["step"]
     for _ in range(memo["step"] * trainer.cfg.grad_accum):  # stage 1 drew grad_accum micro-batches a step
         next(trainer.batches)
-    torch.set_rng_state(memo["rng"])
+    torch.set_rng_state(torch.tensor(memo["rng"], dtype=torch.uint8))
     return list(memo["selected"]), True
 
 
@@ -197,9 +209,10 @@ def measure_identity_gap(model: nn.Module, gating: Gating, layers: list[int], ba
 
 
 def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
-          teacher: nn.Module | None = None) -> TRSPResult:
+          teacher: nn.Module | None = None, stage1_store: Path | None = None) -> TRSPResult:
     """Run TRSP on `model` with calibration token ids `calib` [N, seq_len]; the model is pruned in place.
-    A stage 1 this process already ran on the same model, data and stage-1 settings is reused (`stage1_memo`).
+    A stage 1 this process (or, with a `stage1_store` folder, any process) already ran on the same model, data and
+    stage-1 settings is reused (`stage1_memo`).
 
     `teacher`: the dense model for `stage2_loss="kd"` (default: a frozen copy of `model` taken here)."""
 
@@ -221,7 +234,7 @@ def prune(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig | None = None,
     gating = attach_gates(model, cfg.gate)
     trainer = Trainer(model, gating, calib, cfg)
     try:
-        selected, reused = stage1_memo(trainer, n, candidates(n_layers, cfg), key)
+        selected, reused = stage1_memo(trainer, n, candidates(n_layers, cfg), key, stage1_store)
         t1 = time.perf_counter()
         if cfg.stage2_loss == "kd":
             trainer.objective = kd_objective(teacher, cfg.kd_temperature)

@@ -1,0 +1,67 @@
+"""Results computed by several processes, or inside one another, are computed once and counted once: a result
+being computed is claimed, another process wanting it waits for it, and a result computed inside another is
+recorded as nested CPU time."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from trsp_lib import results
+
+OTHER = """
+import sys, time
+from trsp_lib.results import stored
+stored(sys.argv[1], "k1", lambda: (time.sleep(4), {"by": "the other process"})[1])
+"""
+
+
+def test_a_claim_is_held_by_a_live_process_and_taken_over_from_a_dead_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    with results.claim("abc") as mine:
+        assert mine and (tmp_path / ".claims" / "abc").read_text() == str(os.getpid())
+        with results.claim("abc") as again:  # a row computing its own dependencies holds it again
+            assert again
+        assert (tmp_path / ".claims" / "abc").exists()  # the inner hold did not release it
+    assert not (tmp_path / ".claims" / "abc").exists()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".claims" / "abc").write_text(str(sleeper.pid))
+        with results.claim("abc") as mine:
+            assert not mine  # a live process holds it
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with results.claim("abc") as mine:  # its process was killed: taken over
+        assert mine
+
+
+def test_a_result_another_process_computes_is_waited_for_not_computed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    path = tmp_path / "kind" / "k1.json"
+    other = subprocess.Popen([sys.executable, "-c", OTHER, str(path)], env={**os.environ, "TRSP_QUIET": "1"})
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / ".claims" / "k1").exists():
+            assert other.poll() is None and time.time() < deadline, "the other process never claimed k1"
+            time.sleep(0.05)
+        record = results.stored(path, "k1", lambda: {"by": "this process"})
+    finally:
+        other.wait()
+    assert record["by"] == "the other process"
+
+
+def _burn(seconds: float) -> None:
+    t = time.process_time()
+    while time.process_time() - t < seconds:
+        pass
+
+
+def test_a_result_computed_inside_another_is_counted_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    inner = lambda: results.stored(tmp_path / "inner.json", "i1", lambda: (_burn(0.3), {})[1])  # noqa: E731
+    outer = results.stored(tmp_path / "outer.json", "o1", lambda: (inner(), _burn(0.1), {})[2])
+    made = results.stored(tmp_path / "inner.json", "i1", lambda: {})
+    assert outer["nested_cpu_s"] == made["cpu_s"] >= 0.3 and made["nested_cpu_s"] == 0.0
+    assert outer["cpu_s"] - outer["nested_cpu_s"] >= 0.1  # its own work, what a sum over records adds
