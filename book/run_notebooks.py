@@ -134,7 +134,9 @@ def run() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="default", help="a top-level key of book/params.yaml")
     ap.add_argument("--only", default=None, help="comma list of notebook names to run (others are left as they are)")
+    ap.add_argument("--out", default=str(OUT), help="where the executed copies go (the book reads book/executed/)")
     args = ap.parse_args()
+    out = Path(args.out).resolve()
     params = yaml.safe_load((BOOK / "params.yaml").read_text())
     if args.profile not in params:
         print(f"unknown book profile {args.profile!r}; book/params.yaml has {sorted(params)}", file=sys.stderr)
@@ -151,21 +153,21 @@ def run() -> int:
     results = Path(os.environ.get("TRSP_RESULTS") or ROOT / "data" / "results")
     lib = digest(sorted((ROOT / "trsp_lib").rglob("*.py")) + sorted((ROOT / "study").rglob("*.py"))
                  + [BOOK / "params.yaml", Path(__file__).resolve()])
-    OUT.mkdir(parents=True, exist_ok=True)
-    stamps_path = OUT / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
+    out.mkdir(parents=True, exist_ok=True)
+    stamps_path = out / ".stamps.json"  # one file: the copies in executed/ are of one profile at a time
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
     only = set(args.only.split(",")) if args.only else None
     if not only:
         student_pages()
     times = {}
-    used = OUT / f"used-{args.profile}"  # each chapter's closing note lists the records it used here
+    used = out / f"used-{args.profile}"  # each chapter's closing note lists the records it used here
     os.environ["TRSP_USED_LOG"] = str(used)
     for nb in NOTEBOOKS:
         name = nb.stem
         if only and name not in only:
             continue
         rel = nb.relative_to(ROOT / "notebooks")
-        dest = OUT / rel
+        dest = out / rel
         p = params[args.profile].get(name, {}) or {}
         stamp = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib,
                                            results_digest(results)]).encode()).hexdigest()[:16]
@@ -194,8 +196,8 @@ def run() -> int:
             stamps[str(rel)] = hashlib.sha256(json.dumps([args.profile, digest([nb]), p, lib,
                                                           results_digest(results)]).encode()).hexdigest()[:16]
     stamps_path.write_text(json.dumps(stamps, indent=1))
-    (OUT / f"times-{args.profile}.json").write_text(json.dumps(times, indent=1))
-    report_fresh(used, OUT / f"fresh-{args.profile}.json")
+    (out / f"times-{args.profile}.json").write_text(json.dumps(times, indent=1))
+    report_fresh(used, out / f"fresh-{args.profile}.json")
     return 0
 
 

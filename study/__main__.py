@@ -77,6 +77,11 @@ def _missing(P: plan.Params, chapter: str | None) -> tuple[list[plan.Row], list[
     return list(missing.values()), rows
 
 
+def _left(todo: list[plan.Row], rows: list[plan.Row], guess) -> int:
+    """Estimated seconds still to compute: the missing rows and those still waiting on a choice."""
+    return round(sum(guess(r) for r in todo) + sum(guess(r) for r in rows if r.waits()))
+
+
 def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
     """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them.
     Rows another process has claimed are left to it (this one waits when nothing else is left)."""
@@ -93,7 +98,7 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
         todo, rows = _missing(P, chapter)
         if not todo:
             break
-        bar.n = max(0, bar.total - round(sum(guess(r) for r in todo)))  # what any worker finished counts
+        bar.n = max(0, bar.total - _left(todo, rows, guess))  # what any worker finished counts
         bar.refresh()
         took = False
         for r in todo:
@@ -136,8 +141,8 @@ def run_workers(argv: list[str], n: int, P: plan.Params, chapter: str | None) ->
         while any(p.poll() is None for p in procs):
             time.sleep(1)
             if time.time() - last > 300:  # a look at the whole plan costs ~8 s of CPU
-                todo, _ = _missing(P, chapter)
-                bar.n, last = max(0, bar.total - round(sum(guess(r) for r in todo))), time.time()
+                todo, rows = _missing(P, chapter)
+                bar.n, last = max(0, bar.total - _left(todo, rows, guess)), time.time()
                 bar.refresh()
     finally:
         for p in procs:

@@ -5,7 +5,12 @@ A regeneration runs the whole plan from an empty results folder apart from data/
 script reads the plan twice, once per folder (each folder makes its own choices on its own validation rows),
 matches rows by study label, model, seed, items, ratio and kind, and writes data/results/fresh-check.json:
 
-    python tools/fresh_check.py [--fresh data/fresh] [--out data/results/fresh-check.json]
+    python tools/fresh_check.py [--fresh data/fresh] [--out data/results/fresh-check.json] [--book]
+
+`--book` also executes every chapter from the regenerated rows (into book/executed-fresh/) and compares every
+value the chapters glue with the committed book's (book/executed/, from `make book`): numbers that moved more than
+the perplexity tolerance, and every word that changed, such as a verdict ("ties" -> "wins"), are listed under
+`glued values`.
 
 Tolerances, stated before the regeneration: the same layers removed, perplexity within 1%, zero-shot average
 within 0.01.
@@ -19,8 +24,11 @@ costs, stage 1s it shares with other rows apart).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,10 +99,48 @@ def total_seconds(folder: Path) -> float:
     return total
 
 
+def glued(notebook: Path) -> dict[str, object]:
+    """Every value an executed notebook glues as text (figures and tables apart): name -> number or string."""
+    import nbformat
+
+    out: dict[str, object] = {}
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for o in cell.get("outputs", []):
+            name, data = ((o.get("metadata") or {}).get("scrapbook") or {}).get("name"), o.get("data") or {}
+            text = data.get("application/papermill.record/text/plain")
+            if name and text is not None and len(data) == 1:
+                try:
+                    out[name] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    out[name] = text
+    return out
+
+
+def glue_changes(old: Path, new: Path) -> dict:
+    """The glued values of the chapters in `old` and `new` (two executed books) that differ: numbers by more than
+    the perplexity tolerance (relative), and any other value (a verdict word, a layer list) that is not equal."""
+    numbers, words, n = [], [], 0
+    for nb in sorted(old.glob("[0-9]*.ipynb")):
+        a, b = glued(nb), glued(new / nb.name) if (new / nb.name).exists() else {}
+        for name, va in a.items():
+            n += 1
+            vb = b.get(name, "(not glued)")
+            line = {"chapter": nb.stem, "name": name, "committed": va, "recomputed": vb}
+            if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
+                rel = abs(vb - va) / abs(va) if va else abs(vb)
+                if rel > PPL_TOL:
+                    numbers.append({**line, "relative difference": rel})
+            elif va != vb:
+                words.append(line)
+    return {"compared": n, "numbers beyond tolerance": numbers, "other values changed": words}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fresh", default=str(ROOT / "data" / "fresh"))
     ap.add_argument("--out", default=str(ROOT / "data" / "results" / "fresh-check.json"))
+    ap.add_argument("--book", action="store_true", help="also execute the chapters from the regeneration and "
+                                                         "compare every glued value with book/executed/")
     a = ap.parse_args()
     committed, fresh = read_plan(ROOT / "data" / "results"), read_plan(Path(a.fresh))
     lines = [{"label": k[0], "model": k[1], "seed": k[2], "items": k[3], "ratio": k[4], "kind": k[5],
@@ -122,6 +168,12 @@ def main() -> None:
                "largest differences, GPU rows": largest(judged, "GPU"),
                "chapters": dict(sorted(chapters.items())),
                "tolerances": {"perplexity relative": PPL_TOL, "zero-shot": ZS_TOL, "layers": "the same set"}}
+    if a.book:
+        fresh_book = ROOT / "book" / "executed-fresh"
+        subprocess.run([sys.executable, str(ROOT / "book" / "run_notebooks.py"), "--profile", "default", "--out",
+                        str(fresh_book)], env={**os.environ, "TRSP_RESULTS": str(Path(a.fresh)),
+                                               "TRSP_CACHED_ONLY": "1"}, check=True)
+        summary["glued values"] = glue_changes(ROOT / "book" / "executed", fresh_book)
     Path(a.out).write_text(json.dumps({"summary": summary, "rows": lines}, indent=1, default=str) + "\n")
     print(json.dumps({k: summary[k] for k in ("rows in the plan", "recomputed", "within_tolerance", "layers differ",
                                               "total_hours")}))

@@ -1,0 +1,40 @@
+"""Where the regeneration of the whole plan stands: the committed comparison `data/results/fresh-check.json`
+(written by `tools/fresh_check.py` from `data/fresh/`) as values to glue and a table per chapter.
+
+The reproducibility page quotes these values; the numbers are never typed into prose.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+def check(directory: Path | None = None) -> dict:
+    """The committed comparison (`fresh-check.json` of the committed results folder)."""
+    from .runner import COMMITTED
+
+    return json.loads((Path(directory or COMMITTED) / "fresh-check.json").read_text())
+
+
+def values(c: dict) -> dict:
+    """Counts, hours and the largest differences, flat, for `glue`."""
+    s, rows = c["summary"], c["rows"]
+    judged = [x for x in rows if x["within tolerance"] is not None]
+    ppl = [abs(v["relative difference"]) for x in judged for k, v in x.items() if k.startswith("ppl_")]
+    zs = [abs(x["zs_avg"]["difference"]) for x in judged if "zs_avg" in x]
+    gpu = [x for x in judged if x.get("first computed on") == "GPU"]
+    return {"regen_rows": s["rows in the plan"], "regen_recomputed": s["recomputed"],
+            "regen_within": s["within_tolerance"], "regen_layers_differ": s["layers differ"],
+            "regen_gpu_rows": len(gpu), "regen_hours": s["total_hours"],
+            "regen_ppl_max": max(ppl, default=0.0), "regen_zs_max": max(zs, default=0.0)}
+
+
+def chapters_table(c: dict) -> pd.DataFrame:
+    """Per chapter: its rows, how many are recomputed, and their measured hours on 2 cores so far."""
+    from trsp_lib.provenance import REPO
+
+    t = pd.DataFrame(c["summary"]["chapters"]).T
+    t.index = [next((REPO / "notebooks").glob(f"{k}_*.ipynb"), Path(k)).stem for k in t.index]
+    t.index.name = "chapter"
+    return t[["rows", "recomputed", "hours on 2 cores"]].astype({"rows": int, "recomputed": int})

@@ -1,0 +1,51 @@
+"""The regeneration's comparison judges by the tolerances stated in advance, and finds every glued value of the
+book that a regeneration changed: a verdict word, or a number by more than the tolerance."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fresh_check():
+    spec = importlib.util.spec_from_file_location("fresh_check", ROOT / "tools" / "fresh_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _book(folder: Path, values: dict) -> Path:
+    """An executed chapter that glues `values` (as myst-nb's glue writes them) and a figure."""
+    folder.mkdir()
+    cell = nbformat.v4.new_code_cell("glue(...)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain": repr(v)},
+                                           metadata={"scrapbook": {"name": k, "mime_prefix": "x"}})
+                    for k, v in values.items()]
+    cell.outputs.append(nbformat.v4.new_output("display_data", data={"application/papermill.record/image/png": "AA",
+                                                                     "application/papermill.record/text/plain": "<F>"},
+                                               metadata={"scrapbook": {"name": "fig", "mime_prefix": "x"}}))
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), folder / "04_baselines.ipynb")
+    return folder
+
+
+def test_a_changed_verdict_and_a_number_beyond_tolerance_are_found(fresh_check, tmp_path):
+    old = _book(tmp_path / "old", {"trsp_ppl": 91.3, "sleb_ppl": 76.0, "verdict": "ties", "layers": [3, 4]})
+    new = _book(tmp_path / "new", {"trsp_ppl": 91.5, "sleb_ppl": 80.0, "verdict": "wins", "layers": [3, 4]})
+    found = fresh_check.glue_changes(old, new)
+    assert found["compared"] == 4  # the figure is not a value
+    assert [x["name"] for x in found["numbers beyond tolerance"]] == ["sleb_ppl"]  # 0.2% is within, 5% is not
+    assert [(x["committed"], x["recomputed"]) for x in found["other values changed"]] == [("ties", "wins")]
+
+
+def test_a_row_is_within_tolerance_only_with_the_same_layers(fresh_check):
+    old = {"removed": [5, 6], "ppl_wiki": 100.0, "zs_avg": 0.5}
+    assert fresh_check.compare_row(old, {"removed": [6, 5], "ppl_wiki": 100.9, "zs_avg": 0.509})["within tolerance"]
+    moved = fresh_check.compare_row(old, {"removed": [5, 7], "ppl_wiki": 100.0, "zs_avg": 0.5})
+    assert not moved["within tolerance"] and moved["layers"] == {"committed": [5, 6], "recomputed": [5, 7]}
+    assert not fresh_check.compare_row(old, {"removed": [5, 6], "ppl_wiki": 101.1, "zs_avg": 0.5})["within tolerance"]
+    assert not fresh_check.compare_row(old, {"removed": [5, 6], "ppl_wiki": 100.0, "zs_avg": 0.52})["within tolerance"]
