@@ -38,3 +38,21 @@ def chapters_table(c: dict) -> pd.DataFrame:
     t.index = [next((REPO / "notebooks").glob(f"{k}_*.ipynb"), Path(k)).stem for k in t.index]
     t.index.name = "chapter"
     return t[["rows", "recomputed", "hours on 2 cores"]].astype({"rows": int, "recomputed": int})
+
+
+def changed_table(c: dict) -> pd.DataFrame:
+    """The recomputed rows beyond tolerance (those that replaced the committed ones among them): what moved."""
+    from .style import model_name
+
+    out = []
+    for x in c["rows"]:
+        if x["within tolerance"] is not False:
+            continue
+        wiki = x.get("ppl_wiki") or {}
+        out.append({"row": f"{x['label']} ({model_name(x['model'])}, seed {x['seed']}, {x['items']} items)",
+                    "first computed on": x.get("first computed on"),
+                    "layers": "same" if x.get("same layers", True) else
+                    f"{x['layers']['committed']} → {x['layers']['recomputed']}",
+                    "wiki PPL, committed": wiki.get("committed"), "recomputed": wiki.get("recomputed"),
+                    "zero-shot difference": (x.get("zs_avg") or {}).get("difference")})
+    return pd.DataFrame(out or [{"row": "none so far"}])

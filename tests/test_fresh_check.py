@@ -49,3 +49,15 @@ def test_a_row_is_within_tolerance_only_with_the_same_layers(fresh_check):
     assert not moved["within tolerance"] and moved["layers"] == {"committed": [5, 6], "recomputed": [5, 7]}
     assert not fresh_check.compare_row(old, {"removed": [5, 6], "ppl_wiki": 101.1, "zs_avg": 0.5})["within tolerance"]
     assert not fresh_check.compare_row(old, {"removed": [5, 6], "ppl_wiki": 100.0, "zs_avg": 0.52})["within tolerance"]
+
+
+def test_adopting_a_row_copies_the_recomputed_record_over_the_committed_one(fresh_check, tmp_path, monkeypatch):
+    monkeypatch.setattr(fresh_check, "ROOT", tmp_path)
+    rel = Path("compare-m") / "rows" / "trsp-0.25-abcdef0123456789.json"
+    for folder, ppl in (("data/results", 91.3), ("data/fresh", 95.0)):
+        (tmp_path / folder / rel).parent.mkdir(parents=True)
+        (tmp_path / folder / rel).write_text(f'{{"key": "abcdef0123456789", "ppl_wiki": {ppl}}}')
+    (tmp_path / "data/fresh/.claims").mkdir()
+    (tmp_path / "data/fresh/.claims/abcdef0123456789.json").write_text("123")  # never a record
+    dest = fresh_check.adopt(tmp_path / "data/fresh", {"key": "abcdef0123456789", "ppl_wiki": 95.0})
+    assert dest == tmp_path / "data/results" / rel and '"ppl_wiki": 95.0' in dest.read_text()

@@ -7,6 +7,10 @@ matches rows by study label, model, seed, items, ratio and kind, and writes data
 
     python tools/fresh_check.py [--fresh data/fresh] [--out data/results/fresh-check.json] [--book]
 
+`--adopt` copies every recomputed row that is beyond tolerance over its committed record (the same key, so the
+same file name): the committed study then reads the CPU row, and `fresh-check.json` lists it under `replaced`
+with its committed and recomputed values.
+
 `--book` also executes every chapter from the regenerated rows (into book/executed-fresh/) and compares every
 value the chapters glue with the committed book's (book/executed/, from `make book`): numbers that moved more than
 the perplexity tolerance, and every word that changed, such as a verdict ("ties" -> "wins"), are listed under
@@ -33,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PPL_TOL, ZS_TOL = 0.01, 0.01
+#: A row's identity in both folders: study label, model, seed, zero-shot items, ratio, kind.
+IDENT = lambda x: (x["label"], x["model"], x["seed"], x["items"], x["ratio"], x["kind"])  # noqa: E731
 
 
 def read_plan(results: Path) -> dict[tuple, tuple[dict, list[str]]]:
@@ -135,18 +141,38 @@ def glue_changes(old: Path, new: Path) -> dict:
     return {"compared": n, "numbers beyond tolerance": numbers, "other values changed": words}
 
 
+def adopt(fresh: Path, record: dict) -> Path:
+    """Copy the recomputed `record`'s file from `fresh` over the committed one (same relative path, same key)."""
+    import shutil
+
+    source = next(p for p in fresh.rglob(f"*{record['key']}.json") if ".claims" not in p.parts)
+    dest = ROOT / "data" / "results" / source.relative_to(fresh)
+    shutil.copyfile(source, dest)
+    return dest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fresh", default=str(ROOT / "data" / "fresh"))
     ap.add_argument("--out", default=str(ROOT / "data" / "results" / "fresh-check.json"))
+    ap.add_argument("--adopt", action="store_true", help="replace the committed rows beyond tolerance by the "
+                                                          "recomputed ones")
     ap.add_argument("--book", action="store_true", help="also execute the chapters from the regeneration and "
                                                          "compare every glued value with book/executed/")
     a = ap.parse_args()
     committed, fresh = read_plan(ROOT / "data" / "results"), read_plan(Path(a.fresh))
+    previous = Path(a.out)
+    replaced = {IDENT(x): x for x in (json.loads(previous.read_text())["summary"].get("replaced", [])
+                                      if previous.exists() else [])}  # judged before their adoption
     lines = [{"label": k[0], "model": k[1], "seed": k[2], "items": k[3], "ratio": k[4], "kind": k[5],
               "chapters": chapters,
-              **(compare_row(committed[k][0], new) if k in committed else {"within tolerance": None})}
+              **(replaced[k] if k in replaced else compare_row(committed[k][0], new) if k in committed
+                 else {"within tolerance": None})}
              for k, (new, chapters) in fresh.items()]
+    for x in lines:
+        if x["within tolerance"] is False and a.adopt and IDENT(x) not in replaced:
+            replaced[IDENT(x)] = x
+            adopt(Path(a.fresh), fresh[IDENT(x)][0])
     chapters: dict[str, dict] = {}
     for _, names in committed.values():
         for c in names:
@@ -168,6 +194,7 @@ def main() -> None:
                "largest differences, GPU rows": largest(judged, "GPU"),
                "chapters": dict(sorted(chapters.items())),
                "tolerances": {"perplexity relative": PPL_TOL, "zero-shot": ZS_TOL, "layers": "the same set"}}
+    summary["replaced"] = list(replaced.values())
     if a.book:
         fresh_book = ROOT / "book" / "executed-fresh"
         subprocess.run([sys.executable, str(ROOT / "book" / "run_notebooks.py"), "--profile", "default", "--out",
