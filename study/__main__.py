@@ -82,17 +82,20 @@ def _left(todo: list[plan.Row], rows: list[plan.Row], guess) -> int:
     return round(sum(guess(r) for r in todo) + sum(guess(r) for r in rows if r.waits()))
 
 
+def _progress(P: plan.Params, chapter: str | None, desc: str, disable: bool = False):
+    """(a progress bar over the estimated seconds of the rows still to compute, a row's estimate)."""
+    from tqdm.auto import tqdm
+
+    est = runner.known_costs(P, chapter)
+    guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731  (unknown: 5 minutes)
+    todo, rows = _missing(P, chapter)
+    return tqdm(total=_left(todo, rows, guess), unit="s", desc=desc, disable=disable), guess
+
+
 def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
     """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them.
     Rows another process has claimed are left to it (this one waits when nothing else is left)."""
-    from tqdm.auto import tqdm
-
-    rows, _ = runner.resolved(P, chapter)
-    probed = _probe_all(P, rows)
-    est = runner.known_costs(P, chapter)
-    guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731  (unknown: 5 minutes)
-    bar = tqdm(total=round(sum(guess(r) for r, _, x in probed if x is None)), unit="s", desc="plan (estimated s)",
-               disable=quiet_bar)
+    bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
     done = 0
     while True:
         todo, rows = _missing(P, chapter)
@@ -125,17 +128,10 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
 
 def run_workers(argv: list[str], n: int, P: plan.Params, chapter: str | None) -> int:
     """`n` worker processes of `run` (cores / n threads each); this process shows the whole plan's progress."""
-    from tqdm.auto import tqdm
-
     threads = max(1, len(os.sched_getaffinity(0)) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TRSP_WORKER": "1", "TQDM_DISABLE": "1"}  # one bar: this one
     procs = [subprocess.Popen([sys.executable, "-m", "study", *argv, "--workers", "1"], env=env) for _ in range(n)]
-    rows, _ = runner.resolved(P, chapter)
-    probed = _probe_all(P, rows)
-    est = runner.known_costs(P, chapter)
-    guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731
-    bar = tqdm(total=round(sum(guess(r) for r, _, x in probed if x is None)), unit="s",
-               desc=f"plan, {n} workers (estimated s)")
+    bar, guess = _progress(P, chapter, f"plan, {n} workers (estimated s)")
     try:
         last = time.time()
         while any(p.poll() is None for p in procs):
