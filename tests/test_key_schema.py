@@ -74,7 +74,8 @@ def test_migration_maps_old_records_to_the_keys_the_code_computes(tiny_model_dir
         target.write_text(json.dumps(before, indent=2))
     capsys.readouterr()
     migrate_keys.main([str(old)])
-    assert "rewrote 4 rows (+1 plain copies), 1 speed rows, 1 cached results" in capsys.readouterr().out
+    # the cached results: "demo" and the selection record of reverse
+    assert "rewrote 4 rows (+1 plain copies), 1 speed rows, 2 cached results" in capsys.readouterr().out
     for path in new.rglob("*.json"):  # each record under the file name and key the current code wrote
         got, want = json.loads((old / path.relative_to(new)).read_text()), json.loads(path.read_text())
         assert (got["key"], got.get("params")) == (want["key"], want.get("params")), path.name
