@@ -26,9 +26,9 @@ from .pipelines import HEAL_DEFAULT, LIN_DEFAULT, SELECTIONS, STUDY, Job, Pipeli
 from .profiles import EvalSettings, load
 from .provenance import KEY_SCHEMA, atomic_path, param_key, provenance, write_json_atomic
 from .surgery.removal import remove_layers, save_model
-from .results import cached, results_dir, stored
+from .results import results_dir, stored
 from .speed import compare_speed
-from .method.trsp import Budget, TRSPConfig, budget, config_key
+from .method.trsp import Budget, TRSPConfig, budget
 from .zeroshot import DEFAULT_TASKS, TASKS_VERSION, zero_shot, zs_stderr
 
 ALL_METHODS = STUDY  # what "all" means; any selection of `pipelines.SELECTIONS` is accepted by name
@@ -162,7 +162,8 @@ class _Run:
         job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, spend.steps,
                   dense=dense if "dense" in p.needs() else None, options=self.options)
         base = earlier.get(p.base)  # the selection's own row: its layers, unless they do not rebuild it
-        info = self._select(p, job, n, cfg, base)
+        info = select(p, job, base["removed"] if base else None,
+                      once={k: self.shared[k] for k in ("model", "dtype", "calib")})
         twin = None if extra else next((r for label, r in earlier.items() if p.same_model_as(parse(label))
                                         and sorted(r["removed"]) == sorted(info["removed"])), None)
         if twin is not None:  # same layers, same (or no) further steps: the same model, so the same scores
@@ -188,22 +189,6 @@ class _Run:
             save_model(job.model, tok, self.out / f"{p.label}-{cfg.ratio}" / "model")
         self.shapes.setdefault(cfg.ratio, job.model)  # every method at this ratio has the same shape
         return row
-
-    def _select(self, p: Pipeline, job: Job, n: int, cfg: TRSPConfig, base: dict | None) -> dict:
-        """`select`, with a selection that leaves the weights alone (every one but TRSP) computed once per model,
-        calibration, configuration and layer count: rows that differ only in how they are scored (zero-shot items,
-        texts) or in what follows the selection reuse its layers and its record (`selection/<key>.json`)."""
-        if base is not None or p.select.changes_weights:
-            return select(p, job, base["removed"] if base else None)
-        params = {**{k: self.shared[k] for k in ("model", "dtype", "calib")}, "selection": p.select.name, "n": n,
-                  "config": config_key(cfg),
-                  "criterion_samples": self.criterion_samples if p.select.criterion else None}
-        ran: list[dict] = []
-        info = cached("selection", params, lambda: ran.append(select(p, job)) or ran[0])
-        if ran:
-            return ran[0]
-        select(p, job, info["removed"])  # the same layers, on this row's copy of the model
-        return dict(info)
 
     def speed(self, ratio: float, n: int, earlier: dict[str, dict]) -> dict | None:
         """Speed depends only on the shape (the same for every method at a ratio) and the device: measured once."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .baselines import criteria
-from .results import results_dir
+from .results import cached, results_dir
 from .baselines.compensation import compensate, compensate_removed
 from .surgery.removal import remove_layers
 from .method.trsp import TRSPConfig, config_key, finetune, prune
@@ -256,9 +256,17 @@ def parse(label: str) -> Pipeline:
     return Pipeline(label, select_step, tuple(edits), heal)
 
 
-def select(p: Pipeline, job: Job, layers: list[int] | None = None) -> dict[str, Any]:
+def select(p: Pipeline, job: Job, layers: list[int] | None = None, once: dict | None = None) -> dict[str, Any]:
     """Run the selection on `job.model` (or take the given `layers` when they rebuild its model). When the
-    first edit removes the layers itself (lin), a plain selection leaves them in place for it."""
+    first edit removes the layers itself (lin), a plain selection leaves them in place for it. `once` (what fixes
+    the model and calibration): a selection that leaves the weights alone runs once per `once`, configuration and
+    layer count, its record (`selection/<key>.json`) serving rows that differ only in what follows or the scoring."""
+    if once is not None and layers is None and not p.select.changes_weights:
+        ran: list[dict] = []
+        info = cached("selection", {**once, "selection": p.select.name, "n": job.n, "config": config_key(job.cfg),
+                                    "criterion_samples": job.criterion_samples if p.select.criterion else None},
+                      lambda: ran.append(select(p, job)) or ran[0])
+        return ran[0] if ran else {**select(p, job, info["removed"]), **info}
     t0 = time.perf_counter()
     defer = bool(p.edits) and p.edits[0].removes_layers and not p.select.changes_weights
     if layers is not None and not p.select.changes_weights:  # another row's layers: the same model
