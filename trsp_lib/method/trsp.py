@@ -106,9 +106,11 @@ def stage1_key(model: nn.Module, calib: torch.Tensor, cfg: TRSPConfig, pool: lis
 
 def _outcome(trainer: Trainer, selected: list[int]) -> dict:
     """What stage 1 leaves in `trainer`, as JSON values (float32 scales and RNG bytes round-trip exactly)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {"selected": list(selected), "scales": trainer.gating.scales.detach().cpu().tolist(),
             "trajectory": copy.deepcopy(trainer.trajectory), "step": trainer.step,
-            "rng": torch.get_rng_state().tolist()}
+            "rng": torch.get_rng_state().tolist(),
+            "cuda_rng": [s.tolist() for s in torch.cuda.get_rng_state_all()] if cuda else None}
 
 
 def stage1_memo(trainer: Trainer, n: int, pool: list[int], key: str | None,
@@ -134,6 +136,8 @@ def stage1_memo(trainer: Trainer, n: int, pool: list[int], key: str | None,
     for _ in range(memo["step"] * trainer.cfg.grad_accum):  # stage 1 drew grad_accum micro-batches a step
         next(trainer.batches)
     torch.set_rng_state(torch.tensor(memo["rng"], dtype=torch.uint8))
+    if memo.get("cuda_rng") and torch.cuda.is_available():  # stage 2's dropout, if a model had any, draws from it
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in memo["cuda_rng"]])
     return list(memo["selected"]), True
 
 
