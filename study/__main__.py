@@ -4,7 +4,7 @@
     keys     one line per row: label, a tab, key
     run      compute the missing rows (the searches first), with a progress bar and ETA; rerun after a kill.
              `--workers N` runs N processes of cores/N threads each; they share the work by claiming rows
-             (a file per row under the results folder's .claims/), so several `run`s on one machine never
+             (a locked file per row under the results folder's .claims/), so several `run`s on one machine never
              compute the same row
 """
 from __future__ import annotations

@@ -17,23 +17,32 @@ stored(sys.argv[1], "k1", lambda: (time.sleep(4), {"by": "the other process"})[1
 """
 
 
-def test_a_claim_is_held_by_a_live_process_and_taken_over_from_a_dead_one(tmp_path, monkeypatch):
+HOLD = """
+import fcntl, sys, time
+with open(sys.argv[1], "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_claim_is_held_by_a_live_process_and_freed_when_it_is_killed(tmp_path, monkeypatch):
     monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
     with results.claim("abc") as mine:
-        assert mine and (tmp_path / ".claims" / "abc").read_text() == str(os.getpid())
+        assert mine
         with results.claim("abc") as again:  # a row computing its own dependencies holds it again
             assert again
-        assert (tmp_path / ".claims" / "abc").exists()  # the inner hold did not release it
-    assert not (tmp_path / ".claims" / "abc").exists()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    (tmp_path / ".claims").mkdir(exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / ".claims" / "abc")], stdout=subprocess.PIPE,
+                              text=True)
     try:
-        (tmp_path / ".claims" / "abc").write_text(str(sleeper.pid))
+        assert holder.stdout.readline().strip() == "held"
         with results.claim("abc") as mine:
             assert not mine  # a live process holds it
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    with results.claim("abc") as mine:  # its process was killed: taken over
+        holder.kill()
+        holder.wait()
+    with results.claim("abc") as mine:  # its process was killed: the kernel freed the claim
         assert mine
 
 
@@ -43,8 +52,11 @@ def test_a_result_another_process_computes_is_waited_for_not_computed(tmp_path, 
     other = subprocess.Popen([sys.executable, "-c", OTHER, str(path)], env={**os.environ, "TRSP_QUIET": "1"})
     try:
         deadline = time.time() + 60
-        while not (tmp_path / ".claims" / "k1").exists():
+        while True:  # until the other process holds k1
             assert other.poll() is None and time.time() < deadline, "the other process never claimed k1"
+            with results.claim("k1") as mine:
+                if not mine:
+                    break
             time.sleep(0.05)
         record = results.stored(path, "k1", lambda: {"by": "this process"})
     finally:

@@ -46,47 +46,35 @@ def fresh() -> bool:
     return env_flag("TRSP_FRESH")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        pass
-    return True
+#: The claims this process holds (result keys): a row computing its own dependencies holds its claim again.
+_HELD: set[str] = set()
 
 
 @contextlib.contextmanager
 def claim(key: str) -> Iterator[bool]:
-    """Hold the result `key` for this process while it computes it: True, or False while another live process
-    holds it. Several processes on one machine (`python -m study run --workers 2`) so never compute one result
-    twice. A claim is a file under the results folder's `.claims/` naming its process; a killed process's claim
-    is taken over; a claim this process already holds is held again (a row computing its own dependencies)."""
+    """Hold the result `key` for this process while it computes it: True, or False while another process holds
+    it. Several processes on one machine (`python -m study run --workers 2`) so never compute one result twice.
+    A claim is an exclusive lock (flock) on a file under the results folder's `.claims/`: the kernel releases it
+    when its process ends, however it ends, so a killed worker leaves nothing to clean up."""
+    import fcntl
+
+    if key in _HELD:
+        yield True
+        return
     path = results_dir() / ".claims" / key
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
+    with open(path, "a") as f:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                holder = int(path.read_text())
-            except (OSError, ValueError):  # being written this instant, or just released: held
-                yield False
-                return
-            if holder == os.getpid():
-                yield True
-                return
-            if _alive(holder):
-                yield False
-                return
-            path.unlink(missing_ok=True)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    try:
-        yield True
-    finally:
-        path.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        _HELD.add(key)
+        try:
+            yield True
+        finally:
+            _HELD.discard(key)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _ours(path: Path, key: str) -> dict | None:
