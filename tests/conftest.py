@@ -1,5 +1,29 @@
-"""Shared fixtures: a saved tiny model with a character tokenizer, built offline."""
+"""Shared fixtures: a saved tiny model with a character tokenizer, built offline. And one guard: the tests
+write nothing into the committed results (a test that computes must point TRSP_RESULTS or `out` elsewhere)."""
+import subprocess
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _untracked_results() -> set[str]:
+    out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "data/results"], cwd=ROOT,
+                         capture_output=True, text=True)
+    return set(out.stdout.split()) if out.returncode == 0 else set()
+
+
+def pytest_sessionstart(session):
+    session.config._results_before = _untracked_results()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    new = _untracked_results() - getattr(session.config, "_results_before", set())
+    if new:
+        print(f"\nthe tests wrote into the committed results (data/results/): {sorted(new)[:5]}; "
+              "point TRSP_RESULTS (or compare's out) at a temporary folder in the test that computes them")
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

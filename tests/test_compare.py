@@ -273,9 +273,10 @@ def test_healing_the_last_layers_trains_only_them_and_the_head():
 def test_a_selection_is_computed_once_for_rows_scored_differently(tiny_model_dir, tmp_path, results_dir):
     run = lambda texts: compare(model=str(tiny_model_dir), ratios=[0.34], methods="shortgpt", profile="tiny",  # noqa: E731
                                 limit=0, criterion_samples=4, speed=False, finetune_baselines=False,
-                                out=tmp_path / texts, eval_texts={"wiki": texts})
+                                out=tmp_path / "cmp", eval_texts={"wiki": texts})
     first, second = run("wiki"), run("news")
     a, b = first[-1], second[-1]
     assert a["ppl_wiki"] != b["ppl_wiki"]  # two rows: scored on other texts
     assert a["removed"] == b["removed"] and a["prune_s"] == b["prune_s"]  # one selection, its record reused
-    assert len(list((results_dir / "selection").glob("*.json"))) == 1
+    assert len(list((tmp_path / "cmp" / "selection").glob("*.json"))) == 1  # kept beside the rows
+    assert not (results_dir / "selection").exists()

@@ -160,7 +160,7 @@ class _Run:
                  extra: bool) -> dict:
         dense, tok, calib = self.need()
         job = Job(copy.deepcopy(dense), n, cfg, calib, self.criterion_samples, spend.steps,
-                  dense=dense if "dense" in p.needs() else None, options=self.options)
+                  dense=dense if "dense" in p.needs() else None, options=self.options, store=self.out)
         base = earlier.get(p.base)  # the selection's own row: its layers, unless they do not rebuild it
         info = select(p, job, base["removed"] if base else None,
                       once={k: self.shared[k] for k in ("model", "dtype", "calib")})

@@ -13,13 +13,14 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .baselines import criteria
-from .results import cached, results_dir
+from .results import cached
 from .baselines.compensation import compensate, compensate_removed
 from .surgery.removal import remove_layers
 from .method.trsp import TRSPConfig, config_key, finetune, prune
@@ -42,6 +43,7 @@ class Job:
     layers: list[int] = field(default_factory=list)  # what the selection removed (original indices)
     removal_deferred: bool = False  # the selection chose `layers` but left them for an edit (lin) to remove
     options: dict[str, dict] = field(default_factory=dict)  # per `Step.options` name, the step's settings
+    store: Path | None = None       # a comparison's folder: selections and stage-1 outcomes are kept beside its rows
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Step:
 
 def _trsp(job: Job) -> dict[str, Any]:
     """TRSP selects and trains; with a KD stage 2 (trsp:kd) the dense model in the job is the teacher."""
-    result = prune(job.model, job.calib, job.cfg, teacher=job.dense, stage1_store=results_dir() / "stage1")
+    result = prune(job.model, job.calib, job.cfg, teacher=job.dense, stage1_store=job.store and job.store / "stage1")
     job.layers = result.removed
     return {"final_scales": result.final_scales, "identity_gap": {str(k): v for k, v in result.identity_gap.items()},
             "trajectory": result.trajectory, "timings": result.timings}
@@ -260,12 +262,12 @@ def select(p: Pipeline, job: Job, layers: list[int] | None = None, once: dict | 
     """Run the selection on `job.model` (or take the given `layers` when they rebuild its model). When the
     first edit removes the layers itself (lin), a plain selection leaves them in place for it. `once` (what fixes
     the model and calibration): a selection that leaves the weights alone runs once per `once`, configuration and
-    layer count, its record (`selection/<key>.json`) serving rows that differ only in what follows or the scoring."""
-    if once is not None and layers is None and not p.select.changes_weights:
+    layer count, its record (`job.store/selection/`) serving rows that differ only in what follows or the scoring."""
+    if once is not None and job.store is not None and layers is None and not p.select.changes_weights:
         ran: list[dict] = []
         info = cached("selection", {**once, "selection": p.select.name, "n": job.n, "config": config_key(job.cfg),
                                     "criterion_samples": job.criterion_samples if p.select.criterion else None},
-                      lambda: ran.append(select(p, job)) or ran[0])
+                      lambda: ran.append(select(p, job)) or ran[0], root=job.store)
         return ran[0] if ran else {**select(p, job, info["removed"]), **info}
     t0 = time.perf_counter()
     defer = bool(p.edits) and p.edits[0].removes_layers and not p.select.changes_weights

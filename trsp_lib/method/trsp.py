@@ -86,7 +86,7 @@ STAGE2_FIELDS = frozenset({"lambda2", "norm", "stage2_steps", "stage2_mode", "st
 #: Stage-1 outcomes of this process by `stage1_key`, least recently used first: a stage-2 ablation or a stage-2
 #: knob of the search selects once, not once per row. An entry is the scales, the trajectory and the RNG state
 #: (kilobytes), as JSON values; a reused outcome is exactly the computed one, so a row's result never depends on what
-#: ran before. With a `stage1_store` (the comparison's rows pass the results folder's `stage1/`) the outcomes also
+#: ran before. With a `stage1_store` (a comparison passes the `stage1/` beside its rows) the outcomes also
 #: live on disk, shared by the workers of a regeneration and by its later sessions.
 STAGE1_MEMO: dict[str, dict] = {}
 STAGE1_MEMO_SIZE = 64
