@@ -55,7 +55,7 @@ test-all: setup
 # FRESH=1 regenerates the whole plan into data/fresh/ first (an empty folder apart from data/results/, so the book
 # is never half old and half new; resumable, with progress and an ETA), then builds the book from it.
 # WORKERS processes share the rows (cores / WORKERS threads each); on 2 cores, 2 one-thread workers.
-FRESH_RESULTS := $(CURDIR)/data/fresh
+FRESH_RESULTS ?= $(CURDIR)/data/fresh
 WORKERS ?= 2
 
 book: setup

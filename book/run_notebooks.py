@@ -160,8 +160,6 @@ def run() -> int:
     if not only:
         student_pages()
     times = {}
-    used = out / f"used-{args.profile}"  # each chapter's closing note lists the records it used here
-    os.environ["TRSP_USED_LOG"] = str(used)
     for nb in NOTEBOOKS:
         name = nb.stem
         if only and name not in only:
@@ -197,28 +195,7 @@ def run() -> int:
                                                           results_digest(results)]).encode()).hexdigest()[:16]
     stamps_path.write_text(json.dumps(stamps, indent=1))
     (out / f"times-{args.profile}.json").write_text(json.dumps(times, indent=1))
-    report_fresh(used, out / f"fresh-{args.profile}.json")
     return 0
-
-
-def report_fresh(used: Path, out: Path) -> None:
-    """Print and write what `FRESH=1` would cost on 2 CPU cores: the union of the records the chapters used."""
-    from study.chapter import duration, fresh_estimate
-
-    logs = {p.stem: json.loads(p.read_text()) for p in sorted(used.glob("*.json"))}
-    if not logs:
-        return
-    try:
-        est = fresh_estimate(logs)
-    except FileNotFoundError:  # a results directory without gpu_check.json (the tiny book): no GPU rows to scale
-        est = fresh_estimate(logs, ratio=(1.0, 1.0))
-    out.write_text(json.dumps(est, indent=1))
-    per = ", ".join(f"{k} {duration(lo)}" + (f"-{duration(hi)}" if hi > lo + 1 else "")
-                    for k, (lo, hi) in est["chapters"].items())
-    print(f"FRESH=1 would recompute {est['n']} results: {duration(est['low_s'])}-{duration(est['high_s'])} "
-          f"on 2 CPU cores as recorded ({duration(est['cpu_s'])} on CPU, {duration(est['gpu_s'])} on a GPU scaled by "
-          f"the CPU/GPU ratio); {duration(est['least'][0])}-{duration(est['least'][1])} with each work at its least "
-          f"recorded CPU time: {per}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -56,13 +55,15 @@ def status(P: plan.Params, chapter: str | None, keys_only: bool = False) -> int:
         if x is not None:
             cached += 1
             s, measured = runner.cost_s(x)
-            cost = _minutes(s) if measured else _minutes(est.get(runner._group(r), math.nan)) + " (estimated: GPU row)"
+            cost = _minutes(s) if measured else _minutes(runner.estimate(est, r)) + " (estimated: GPU row)"
         else:
-            cost = _minutes(est.get(runner._group(r), math.nan)) + " (estimated)"
+            cost = _minutes(runner.estimate(est, r)) + " (estimated)"
         state = "cached" if x is not None else "missing" if key else "waits on " + ", ".join(r.waits())
         print(f"{where.get(_ident(r), '-'):<12} {r.label:<44.44} {r.model:<13} seed {r.seed} "
               f"{str(r.limit):>4} items  {key or '-':<16} {state:<8} {cost}")
-    print(f"{len(rows)} rows: {cached} cached, {len(rows) - cached} missing")
+    left = sum(_guess(est)(r) for r, _, x in probed if x is None)
+    print(f"{len(rows)} rows: {cached} cached, {len(rows) - cached} missing"
+          + (f", about {left / 3600:.1f} h left on 2 cores (estimated)" if left else ""))
     return 0
 
 
@@ -82,14 +83,17 @@ def _left(todo: list[plan.Row], rows: list[plan.Row], guess) -> int:
     return round(sum(guess(r) for r in todo) + sum(guess(r) for r in rows if r.waits()))
 
 
+def _guess(est: dict[tuple, float]):
+    return lambda r: runner.estimate(est, r)
+
+
 def _progress(P: plan.Params, chapter: str | None, desc: str, disable: bool = False):
     """(a progress bar over the estimated seconds of the rows still to compute, a row's estimate)."""
     from tqdm.auto import tqdm
 
     est = runner.known_costs(P, chapter)
-    guess = lambda r: est.get(runner._group(r), 300.0)  # noqa: E731  (unknown: 5 minutes)
     todo, rows = _missing(P, chapter)
-    return tqdm(total=_left(todo, rows, guess), unit="s", desc=desc, disable=disable), guess
+    return tqdm(total=_left(todo, rows, _guess(est)), unit="s", desc=desc, disable=disable), _guess(est)
 
 
 def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:

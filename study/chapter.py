@@ -12,11 +12,9 @@ never run here) the note gives an estimate of GPU hours from FLOPs, with the ari
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 #: bf16 dense peak of one H100 SXM (TFLOP/s) and the fraction a training loop typically reaches.
@@ -123,6 +121,41 @@ def gpu_hours(n_params: float, train_tokens: float, forward_tokens: float = 0.0,
     return hours, text
 
 
+def regeneration_note(notebook: str, records: dict[str, dict] | None = None, check: dict | None = None) -> str | None:
+    """What the regeneration of the plan (`data/results/fresh-check.json`) says of the results this chapter read
+    (`records`, default `study.USED`), matched by key: how many were recomputed from nothing on this CPU and
+    whether within the tolerances, and, once the chapters were executed from the regenerated rows alone
+    (`fresh_check.py --book`), which of this chapter's glued words (its verdicts) and numbers changed. None when
+    the chapter read no regenerated result (other parameters, the tiny book)."""
+    from study import USED
+
+    from .regeneration import check as committed_check
+
+    try:
+        check = committed_check() if check is None else check
+    except FileNotFoundError:
+        return None
+    keys = {(r.get("key") or "") for r in (USED if records is None else records).values()}
+    rows = [x for x in check["rows"] if x.get("key") in keys and x["within tolerance"] is not None]
+    if not rows:
+        return None
+    beyond = [x for x in rows if not x["within tolerance"]]
+    text = (f"**Regenerated:** {len(rows)} of the {len(keys - {''})} results this chapter reads have been recomputed "
+            f"from nothing on this 2-core CPU, {duration(sum(x.get('seconds on 2 cores') or 0.0 for x in rows))} of "
+            "work; " + ("all within the tolerances stated in advance" if not beyond else
+                        f"{len(beyond)} beyond the tolerances stated in advance "
+                        f"({', '.join(x['label'] for x in beyond)})")
+            + " ({doc}`/reproducibility`).")
+    glued = check["summary"].get("glued values")
+    if glued:
+        mine = [x for k in ("other values changed", "numbers beyond tolerance") for x in glued[k]
+                if x["chapter"] == notebook]
+        text += (" Executed from the regenerated rows alone, " + ("every value it states is the same (numbers within "
+                 "1%)." if not mine else "it states otherwise: " + "; ".join(
+                     f"`{x['name']}` {x['committed']} → {x['recomputed']}" for x in mine) + "."))
+    return text
+
+
 def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | None = None, page_s: float | None = None,
                   paper: dict | None = None) -> str:
     """The closing block as Markdown (`rerun_note` displays it). See `rerun_note` for the arguments."""
@@ -146,6 +179,9 @@ def note_markdown(notebook: str, params: dict | None = None, *, cost: Cost | Non
     if page_s is not None:
         lines[-1] += f" This page itself ran in {duration(page_s)}" + (" with those results cached." if cost.n_records
                                                                         else ".")
+    regen = regeneration_note(notebook)
+    if regen:
+        lines += ["", regen]
     if paper:
         hours, text = gpu_hours(paper["n_params"], paper["train_tokens"], paper.get("forward_tokens", 0.0))
         lines += ["", f"**At the paper's scale** ({paper.get('what', 'LLaMA-2-7B on one GPU')}):", "", "```bash",
@@ -165,67 +201,4 @@ def rerun_note(notebook: str, params: dict | None = None, *, paper: dict | None 
     """
     from IPython.display import Markdown, display
 
-    log_used(notebook)
     display(Markdown(note_markdown(notebook, params, page_s=elapsed_s() if page_time else None, paper=paper)))
-
-
-def log_used(notebook: str, directory: str | None = None) -> Path | None:
-    """Write which records this kernel used, with their seconds, to `<TRSP_USED_LOG>/<notebook>.json`.
-
-    Why: chapters share rows, so the cost of `make book FRESH=1` is the union of what they used,
-    not the sum of their notes; `book/run_notebooks.py` sets the directory and calls `fresh_estimate`."""
-    from study import USED
-
-    directory = directory or os.environ.get("TRSP_USED_LOG")
-    if not directory:
-        return None
-    path = Path(directory) / f"{notebook}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: {"s": record_seconds(r) or 0.0, "gpu": bool((r.get("provenance") or {}).get("cuda")),
-                                    "work": work(r)} for k, r in USED.items()}, indent=0))
-    return path
-
-
-def work(record: dict) -> str | None:
-    """What a record computed, less its calibration seed: rows of one pipeline and settings on other
-    seeds do the same work (the same steps on as many tokens). None for records that are not rows."""
-    from trsp_lib.provenance import param_key
-
-    params = record.get("params")
-    if not isinstance(params, dict) or "calib" not in params or "method" not in params:
-        return None
-    same = {**params, "calib": list(params["calib"])[:3], "config": {**params.get("config", {}), "seed": None}}
-    return param_key(same)
-
-
-def fresh_estimate(logs: dict[str, dict[str, dict]], ratio: tuple[float, float] | None = None) -> dict:
-    """What recomputing every record the chapters used costs on 2 CPU cores: {"chapters": {name: (low, high) s},
-    "cpu_s", "gpu_s", "low_s", "high_s", "n", "least": (low, high) s}. A record shared by chapters is paid
-    once, by the first (in name order) that uses it; GPU-computed seconds are scaled by the measured CPU / GPU
-    `ratio`. "least": each record costs the least CPU time recorded for the same `work` (another seed), where
-    one exists: a row computed while other jobs shared the cores recorded more wall time than the work needs,
-    and a GPU row's CPU cost is then measured rather than scaled."""
-    lo, hi = ratio or gpu_to_cpu()
-    seen: dict[str, dict] = {}
-    chapters, cpu, gpu = {}, 0.0, 0.0
-    for name in sorted(logs):
-        c_lo = c_hi = 0.0
-        for path, rec in logs[name].items():
-            if path in seen:
-                continue
-            seen[path] = rec
-            if rec["gpu"]:
-                gpu += rec["s"]
-                c_lo, c_hi = c_lo + lo * rec["s"], c_hi + hi * rec["s"]
-            else:
-                cpu += rec["s"]
-                c_lo, c_hi = c_lo + rec["s"], c_hi + rec["s"]
-        chapters[name] = (c_lo, c_hi)
-    least: dict[str, float] = {}
-    for rec in seen.values():
-        if not rec["gpu"] and rec.get("work"):
-            least[rec["work"]] = min(least.get(rec["work"], rec["s"]), rec["s"])
-    cost = [(least[r["work"]],) * 2 if r.get("work") in least else (lo * r["s"], hi * r["s"]) if r["gpu"]
-            else (r["s"],) * 2 for r in seen.values()]
-    return {"chapters": chapters, "cpu_s": cpu, "gpu_s": gpu, "low_s": cpu + lo * gpu, "high_s": cpu + hi * gpu,
-            "n": len(seen), "least": (sum(c[0] for c in cost), sum(c[1] for c in cost))}

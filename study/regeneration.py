@@ -27,17 +27,23 @@ def values(c: dict) -> dict:
     return {"regen_rows": s["rows in the plan"], "regen_recomputed": s["recomputed"],
             "regen_within": s["within_tolerance"], "regen_layers_differ": s["layers differ"],
             "regen_gpu_rows": len(gpu), "regen_hours": s["total_hours"],
+            "regen_rows_left": s["rows in the plan"] - s["recomputed"],
+            "regen_hours_left": s.get("hours left (estimated)", 0.0),
+            "regen_hours_all": s["total_hours"] + s.get("hours left (estimated)", 0.0),
             "regen_ppl_max": max(ppl, default=0.0), "regen_zs_max": max(zs, default=0.0)}
 
 
 def chapters_table(c: dict) -> pd.DataFrame:
-    """Per chapter: its rows, how many are recomputed, and their measured hours on 2 cores so far."""
+    """Per chapter: its rows, how many are recomputed, their measured hours on 2 cores so far, and the estimated
+    hours of the rest (none once every row is in)."""
     from trsp_lib.provenance import REPO
 
     t = pd.DataFrame(c["summary"]["chapters"]).T
     t.index = [next((REPO / "notebooks").glob(f"{k}_*.ipynb"), Path(k)).stem for k in t.index]
     t.index.name = "chapter"
-    return t[["rows", "recomputed", "hours on 2 cores"]].astype({"rows": int, "recomputed": int})
+    cols = ["rows", "recomputed", "hours on 2 cores"] + (["hours left (estimated)"] if t.get(
+        "hours left (estimated)", pd.Series([0.0])).fillna(0).any() else [])
+    return t[cols].astype({"rows": int, "recomputed": int})
 
 
 def changed_table(c: dict) -> pd.DataFrame:

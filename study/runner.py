@@ -225,16 +225,34 @@ def estimates(known: list[tuple[Row, dict]]) -> dict[tuple, float]:
     return out
 
 
+def estimate(est: dict[tuple, float], r: Row) -> float:
+    """A missing row's estimated seconds from `known_costs` (a kind of row never measured: 5 minutes)."""
+    return est.get(_group(r), 300.0)
+
+
 def known_costs(P: Params, chapter: str | None = None) -> dict[tuple, float]:
-    """`estimates` from the plan's records in the results folder and, when that is another (a regeneration's),
-    in the committed one too (each folder's choices its own): a regeneration's rows, even those that wait on a
-    choice, are estimated from the committed study's costs until its own are measured."""
-    known = []
+    """`estimates` for the plan's missing rows. In a regeneration (the results folder is not the committed one) a
+    group the regeneration has measured is estimated from its own rows; any other group from the committed
+    study's costs, times the median ratio of the regeneration's rows to the same results' committed records (the
+    committed wall times were often taken while other jobs shared the cores)."""
+    found = []
     for folder in dict.fromkeys([results.results_dir(), COMMITTED]):
         with results_in(folder):
             rows, _ = resolved(P, chapter)
-            known += [(r, x) for r in rows if not r.waits() and (x := probe(r, P)[1]) is not None]
-    return estimates(known)
+            found.append({k: (r, x) for r in rows if not r.waits() for k, x in [probe(r, P)] if x is not None})
+    return calibrated(*found)
+
+
+def calibrated(own: dict[str, tuple[Row, dict]], committed: dict[str, tuple[Row, dict]] | None = None
+               ) -> dict[tuple, float]:
+    """`known_costs` from the rows found by key: `own` (the results folder's), `committed` (None: the same)."""
+    mine = estimates(list(own.values()))
+    if committed is None:
+        return mine
+    ratios = [a / b for k, (_, x) in own.items() if k in committed
+              for (a, ok_a), (b, ok_b) in [(cost_s(x), cost_s(committed[k][1]))] if ok_a and ok_b and a == a and b > 0]
+    scale = statistics.median(ratios) if ratios else 1.0
+    return {**{g: scale * s for g, s in estimates(list(committed.values())).items()}, **mine}
 
 
 @contextlib.contextmanager

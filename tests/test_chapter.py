@@ -77,30 +77,18 @@ def test_gpu_records_are_counted_apart_and_scaled():
     assert "1 of them were computed on an NVIDIA H200" in text and "gpu_check.json" in text
 
 
-def test_fresh_estimate_pays_a_shared_record_once_and_scales_gpu_seconds(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "USED", {"/r/a.json": {"wall_s": 100.0, "provenance": {"cpus": 2}},
-                                          "/r/g.json": {"wall_s": 10.0, "provenance": {"cuda": "H200"}}})
-    assert chapter.log_used("00_intro") is None  # no TRSP_USED_LOG: nothing written
-    first = json.loads(chapter.log_used("00_intro", str(tmp_path)).read_text())
-    assert first == {"/r/a.json": {"s": 100.0, "gpu": False, "work": None},
-                     "/r/g.json": {"s": 10.0, "gpu": True, "work": None}}
-    logs = {"00_intro": first, "07_paper": {"/r/a.json": first["/r/a.json"], "/r/b.json": {"s": 5.0, "gpu": False}}}
-    est = chapter.fresh_estimate(logs, ratio=(8.0, 12.0))
-    assert est["chapters"] == {"00_intro": (180.0, 220.0), "07_paper": (5.0, 5.0)}  # a.json paid by the first only
-    assert (est["n"], est["cpu_s"], est["gpu_s"], est["low_s"], est["high_s"]) == (3, 105.0, 10.0, 185.0, 225.0)
+def test_the_closing_note_says_what_the_regeneration_found_for_this_chapter():
+    from study.chapter import regeneration_note
 
-
-def test_rows_on_other_seeds_are_the_same_work_and_cost_the_least_recorded():
-    def row(seed: int, method: str = "trsp") -> dict:
-        return {"params": {"method": method, "calib": ["wiki", 64, 256, seed],
-                           "config": {"seed": seed, "lambda1": 0.1}}}
-
-    assert chapter.work(row(0)) == chapter.work(row(2)) != chapter.work(row(0, "sleb"))
-    assert chapter.work({"kind": "speed"}) is None
-    logs = {"00": {"/a": {"s": 3000.0, "gpu": False, "work": chapter.work(row(0))},    # shared the cores
-                   "/b": {"s": 600.0, "gpu": False, "work": chapter.work(row(2))},
-                   "/c": {"s": 50.0, "gpu": False, "work": None},
-                   "/g": {"s": 60.0, "gpu": True, "work": chapter.work(row(1))},                 # costed by /b
-                   "/h": {"s": 10.0, "gpu": True, "work": chapter.work(row(1, "sleb"))}}}        # by the ratio
-    est = chapter.fresh_estimate(logs, ratio=(8.0, 12.0))
-    assert est["cpu_s"] == 3650.0 and est["least"] == (600 * 3 + 50 + 80, 600 * 3 + 50 + 120)
+    row = lambda key, label, ok: {"key": key, "label": label, "within tolerance": ok, "seconds on 2 cores": 1800.0}  # noqa: E731
+    check = {"summary": {}, "rows": [row("a", "trsp", True), row("b", "sleb", False), row("z", "dense", True)]}
+    read = {"/r/a.json": {"key": "a"}, "/r/b.json": {"key": "b"}, "/r/c.json": {"key": "c"}, "/r/gpu.json": {}}
+    note = regeneration_note("04_baselines", read, check)
+    assert "2 of the 3 results this chapter reads" in note and "60 min of work" in note
+    assert "1 beyond the tolerances" in note and "(sleb)" in note and "Executed from" not in note
+    check["summary"]["glued values"] = {"numbers beyond tolerance": [], "other values changed": [
+        {"chapter": "04_baselines", "name": "verdict", "committed": "ties", "recomputed": "wins"},
+        {"chapter": "05_ablations", "name": "other", "committed": 1, "recomputed": 2}]}
+    assert "it states otherwise: `verdict` ties → wins." in regeneration_note("04_baselines", read, check)
+    assert "every value it states is the same" in regeneration_note("09_instead", read, check)
+    assert regeneration_note("04_baselines", {"/r/q.json": {"key": "q"}}, check) is None  # other parameters

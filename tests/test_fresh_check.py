@@ -61,3 +61,15 @@ def test_adopting_a_row_copies_the_recomputed_record_over_the_committed_one(fres
     (tmp_path / "data/fresh/.claims/abcdef0123456789.json").write_text("123")  # never a record
     dest = fresh_check.adopt(tmp_path / "data/fresh", {"key": "abcdef0123456789", "ppl_wiki": 95.0})
     assert dest == tmp_path / "data/results" / rel and '"ppl_wiki": 95.0' in dest.read_text()
+
+
+def test_a_regeneration_not_begun_is_all_estimated(fresh_check, tmp_path, monkeypatch):
+    from study import plan, runner
+
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))  # read_plan points the library at the folder it reads
+    left: dict = {}
+    assert fresh_check.read_plan(tmp_path, left) == {}
+    idents = {(r.label, r.model, r.seed, r.limit, r.ratio, r.kind): c for c in plan.CHAPTERS
+              for r in runner.resolved(plan.Params(), c)[0]}
+    assert set(left) == set(idents) and all(seconds > 0 for seconds, _ in left.values())
+    assert {c for _, names in left.values() for c in names} == set(plan.CHAPTERS)

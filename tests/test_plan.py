@@ -126,7 +126,7 @@ def test_run_computes_the_missing_rows_and_a_rerun_computes_nothing(tmp_path, mo
     monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
     tiny = ["--profile-book", "tiny", "--chapter", "02"]
     assert main(["status", *tiny]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "2 rows: 0 cached, 2 missing"
+    assert capsys.readouterr().out.splitlines()[-1].startswith("2 rows: 0 cached, 2 missing, about ")
     assert main(["run", *tiny]) == 0
     assert "computed 2 rows" in capsys.readouterr().out
     assert main(["run", *tiny]) == 0
@@ -142,8 +142,4 @@ def test_two_workers_compute_each_row_once(tmp_path, monkeypatch, capfd):
     out = capfd.readouterr().out
     counts = [int(line.split()[1]) for line in out.splitlines() if line.startswith("computed ")]
     assert len(counts) == 2 and sum(counts) == 2, out
-    from trsp_lib.results import claim
-
-    for key in (p.name for p in (Path(tmp_path) / ".claims").iterdir()):  # every claim was released
-        with claim(key) as free:
-            assert free
+    assert not any((Path(tmp_path) / ".claims").iterdir())  # every claim was released, its file deleted

@@ -43,7 +43,26 @@ def test_a_claim_is_held_by_a_live_process_and_freed_when_it_is_killed(tmp_path,
         holder.kill()
         holder.wait()
     with results.claim("abc") as mine:  # its process was killed: the kernel freed the claim
-        assert mine
+        assert mine and (tmp_path / ".claims" / "abc").exists()
+    assert not (tmp_path / ".claims" / "abc").exists()  # released: its file deleted
+
+
+def test_a_claim_whose_file_was_deleted_meanwhile_is_taken_again(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    real, calls = fcntl.flock, []
+
+    def flock(f, op):  # the holder deletes the file between our open and our lock
+        if not calls:
+            os.unlink(f.name)
+        calls.append(op)
+        return real(f, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with results.claim("k") as mine:
+        assert mine and len(calls) == 2  # the lock on the deleted file did not count: the path was tried again
+        assert os.path.exists(tmp_path / ".claims" / "k")
 
 
 def test_a_result_another_process_computes_is_waited_for_not_computed(tmp_path, monkeypatch):

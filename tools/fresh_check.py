@@ -23,7 +23,9 @@ Cost: a record's seconds on this 2-core CPU are half its CPU seconds, results co
 (`study.runner.cost_s`: one thread uses half the machine). The summary's `total_hours` adds that over every
 record of the regeneration (stage-1 outcomes, selections computed inside a row, the rows); `chapters` adds it
 over each chapter's rows (a row several chapters read counts in each: what regenerating that chapter alone
-costs, stage 1s it shares with other rows apart).
+costs, stage 1s it shares with other rows apart). Rows not yet recomputed are estimated (`hours left (estimated)`,
+per chapter and in all) as `python -m study status` does: from the regeneration's own rows of the same kind, else
+from the committed record's cost times the regeneration's measured ratio to the committed costs.
 """
 from __future__ import annotations
 
@@ -41,12 +43,14 @@ PPL_TOL, ZS_TOL = 0.01, 0.01
 IDENT = lambda x: (x["label"], x["model"], x["seed"], x["items"], x["ratio"], x["kind"])  # noqa: E731
 
 
-def read_plan(results: Path) -> dict[tuple, tuple[dict, list[str]]]:
-    """Row identity -> (its record in `results`, the chapters that read it); rows not there are left out."""
+def read_plan(results: Path, left: dict | None = None) -> dict[tuple, tuple[dict, list[str]]]:
+    """Row identity -> (its record in `results`, the chapters that read it); rows not there are left out, or
+    put in `left` (identity -> (estimated seconds on 2 cores, chapters)) from `runner.known_costs`."""
     os.environ["TRSP_RESULTS"] = str(results)
     from study import plan, runner
 
     P = plan.Params()
+    est = runner.known_costs(P) if left is not None else {}
     out: dict[tuple, tuple[dict, list[str]]] = {}
     for chapter in plan.CHAPTERS:
         rows, _ = runner.resolved(P, chapter)
@@ -54,8 +58,12 @@ def read_plan(results: Path) -> dict[tuple, tuple[dict, list[str]]]:
             ident = (r.label, r.model, r.seed, r.limit, r.ratio, r.kind)
             if ident in out:
                 out[ident][1].append(chapter)
-            elif (record := runner.read(r, P, compute=False)) is not None:
+            elif ident in (left or {}):
+                left[ident][1].append(chapter)
+            elif (record := None if r.waits() else runner.read(r, P, compute=False)) is not None:
                 out[ident] = (record, [chapter])
+            elif left is not None:
+                left[ident] = (runner.estimate(est, r), [chapter])
     return out
 
 
@@ -160,12 +168,13 @@ def main() -> None:
     ap.add_argument("--book", action="store_true", help="also execute the chapters from the regeneration and "
                                                          "compare every glued value with book/executed/")
     a = ap.parse_args()
-    committed, fresh = read_plan(ROOT / "data" / "results"), read_plan(Path(a.fresh))
+    left: dict[tuple, tuple[float, list[str]]] = {}
+    committed, fresh = read_plan(ROOT / "data" / "results"), read_plan(Path(a.fresh), left)
     previous = Path(a.out)
     replaced = {IDENT(x): x for x in (json.loads(previous.read_text())["summary"].get("replaced", [])
                                       if previous.exists() else [])}  # judged before their adoption
     lines = [{"label": k[0], "model": k[1], "seed": k[2], "items": k[3], "ratio": k[4], "kind": k[5],
-              "chapters": chapters,
+              "key": new.get("key"), "chapters": chapters,
               **(replaced[k] if k in replaced else compare_row(committed[k][0], new) if k in committed
                  else {"within tolerance": None})}
              for k, (new, chapters) in fresh.items()]
@@ -183,13 +192,19 @@ def main() -> None:
             ch = chapters.setdefault(c, {"rows": 0, "recomputed": 0, "hours on 2 cores": 0.0})
             ch["recomputed"] += 1
             ch["hours on 2 cores"] += (x.get("seconds on 2 cores") or 0.0) / 3600
+    for seconds, names in left.values():
+        for c in names:
+            ch = chapters[c]
+            ch["hours left (estimated)"] = ch.get("hours left (estimated)", 0.0) + seconds / 3600
     for ch in chapters.values():
         ch["hours on 2 cores"] = round(ch["hours on 2 cores"], 2)
+        ch["hours left (estimated)"] = round(ch.get("hours left (estimated)", 0.0), 2)
     judged = [x for x in lines if x["within tolerance"] is not None]
     summary = {"rows in the plan": len(committed), "recomputed": len(lines),
                "within_tolerance": sum(1 for x in judged if x["within tolerance"]),
                "layers differ": sum(1 for x in judged if x.get("same layers") is False),
                "total_hours": round(total_seconds(Path(a.fresh)) / 3600, 2),
+               "hours left (estimated)": round(sum(sec for sec, _ in left.values()) / 3600, 2),
                "largest differences, CPU rows": largest(judged, "CPU"),
                "largest differences, GPU rows": largest(judged, "GPU"),
                "chapters": dict(sorted(chapters.items())),
@@ -203,7 +218,7 @@ def main() -> None:
         summary["glued values"] = glue_changes(ROOT / "book" / "executed", fresh_book)
     Path(a.out).write_text(json.dumps({"summary": summary, "rows": lines}, indent=1, default=str) + "\n")
     print(json.dumps({k: summary[k] for k in ("rows in the plan", "recomputed", "within_tolerance", "layers differ",
-                                              "total_hours")}))
+                                              "total_hours", "hours left (estimated)")}))
 
 
 if __name__ == "__main__":

@@ -55,26 +55,37 @@ def claim(key: str) -> Iterator[bool]:
     """Hold the result `key` for this process while it computes it: True, or False while another process holds
     it. Several processes on one machine (`python -m study run --workers 2`) so never compute one result twice.
     A claim is an exclusive lock (flock) on a file under the results folder's `.claims/`: the kernel releases it
-    when its process ends, however it ends, so a killed worker leaves nothing to clean up."""
+    when its process ends, however it ends, so a killed worker leaves nothing to clean up. The holder deletes the
+    file before it lets go; a process that locked a file meanwhile deleted holds nothing and tries the path again."""
     import fcntl
+    import os
 
     if key in _HELD:
         yield True
         return
     path = results_dir() / ".claims" / key
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    while True:
+        f = open(path, "a")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            f.close()
             yield False
             return
-        _HELD.add(key)
         try:
-            yield True
-        finally:
-            _HELD.discard(key)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break  # the file still there: ours
+        except FileNotFoundError:
+            pass
+        f.close()  # a holder deleted it as we opened it: try the path again
+    _HELD.add(key)
+    try:
+        yield True
+    finally:
+        _HELD.discard(key)
+        path.unlink(missing_ok=True)
+        f.close()  # closing releases the lock
 
 
 def _ours(path: Path, key: str) -> dict | None:
