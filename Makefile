@@ -40,7 +40,7 @@ lint: setup
 	$(PY) tools/check_sizes.py
 
 unit: setup
-	$(PY) -m pytest -q -m "not slow or smoke" tests
+	$(PY) -m pytest -q -m "not slow or smoke" --durations=10 tests
 
 # TRSP under FSDP: accelerate launch with 2 CPU processes (gloo) against one process (a few minutes; .ci/run).
 test-fsdp: setup

@@ -5,7 +5,8 @@
     run      compute the missing rows (the searches first), with a progress bar and ETA; rerun after a kill.
              `--workers N` runs N processes of cores/N threads each; they share the work by claiming rows
              (a locked file per row under the results folder's .claims/), so several `run`s on one machine never
-             compute the same row
+             compute the same row. `--hours H` starts no row expected to end after H hours (a session of known
+             length stops with nothing half done)
 """
 from __future__ import annotations
 
@@ -96,19 +97,28 @@ def _progress(P: plan.Params, chapter: str | None, desc: str, disable: bool = Fa
     return tqdm(total=_left(todo, rows, _guess(est)), unit="s", desc=desc, disable=disable), _guess(est)
 
 
-def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
+def _wall_s(seconds_on_2_cores: float) -> float:
+    """A row's expected wall time in this process: its 2-core seconds are half its CPU seconds."""
+    import torch
+
+    return 2 * seconds_on_2_cores / max(1, torch.get_num_threads())
+
+
+def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: float | None = None) -> int:
     """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them.
-    Rows another process has claimed are left to it (this one waits when nothing else is left)."""
+    Rows another process has claimed are left to it (this one waits when nothing else is left). With a `deadline`
+    (epoch seconds), a row expected to end after it is not started: a session of known length loses no work."""
     bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
+    fits = lambda r: deadline is None or time.time() + _wall_s(guess(r)) <= deadline  # noqa: E731
     done = 0
     while True:
         todo, rows = _missing(P, chapter)
-        if not todo:
+        if not any(fits(r) for r in todo):
             break
         bar.n = max(0, bar.total - _left(todo, rows, guess))  # what any worker finished counts
         bar.refresh()
         took = False
-        for r in todo:
+        for r in filter(fits, todo):
             key, record = runner.probe(r, P)
             if record is not None:  # another worker made it meanwhile
                 continue
@@ -126,8 +136,10 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False) -> int:
             time.sleep(10)
     bar.close()
     waiting = [r for r in rows if r.waits()]
-    print(f"computed {done} rows; {len(waiting)} still wait on a choice" if waiting else f"computed {done} rows")
-    return 1 if waiting else 0
+    late = f"; {len(todo)} left, expected to end after the deadline" if todo else ""
+    print(f"computed {done} rows; {len(waiting)} still wait on a choice{late}" if waiting
+          else f"computed {done} rows{late}")
+    return 1 if waiting or todo else 0
 
 
 def run_workers(argv: list[str], n: int, P: plan.Params, chapter: str | None) -> int:
@@ -160,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a study parameter (plan.Params), e.g. calib=news or 'seeds=[0, 1]'")
     ap.add_argument("--workers", type=int, default=1, metavar="N",
                     help="run: N processes sharing the missing rows (cores / N threads each)")
+    ap.add_argument("--hours", type=float, metavar="H",
+                    help="run: start no row expected to end more than H hours from now (a session of known length)")
+    ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # --hours as epoch seconds, for the workers
     ap.add_argument("--profile-book", metavar="NAME", help="start from a book profile of book/params.yaml (tiny)")
     a = ap.parse_args(argv)
     try:
@@ -168,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown chapter {a.chapter!r}; chapters with rows: {', '.join(plan.CHAPTERS)}")
         if a.workers < 1:
             raise ValueError(f"--workers {a.workers}: give 1 or more")
+        if a.hours is not None and a.hours <= 0:
+            raise ValueError(f"--hours {a.hours}: give a positive number of hours")
+        deadline = a.deadline or (time.time() + 3600 * a.hours if a.hours else None)
         if a.command == "run" and a.workers > 1:
             again = ["run", *(["--chapter", a.chapter] if a.chapter else []), *[y for x in a.set for y in ("--set", x)],
-                     *(["--profile-book", a.profile_book] if a.profile_book else [])]
+                     *(["--profile-book", a.profile_book] if a.profile_book else []),
+                     *(["--deadline", str(deadline)] if deadline else [])]
             return run_workers(again, a.workers, P, a.chapter)
         if a.command == "run":
-            return run(P, a.chapter, quiet_bar=os.environ.get("TRSP_WORKER") == "1")
+            return run(P, a.chapter, quiet_bar=os.environ.get("TRSP_WORKER") == "1", deadline=deadline)
         return status(P, a.chapter, keys_only=a.command == "keys")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -143,3 +143,23 @@ def test_two_workers_compute_each_row_once(tmp_path, monkeypatch, capfd):
     counts = [int(line.split()[1]) for line in out.splitlines() if line.startswith("computed ")]
     assert len(counts) == 2 and sum(counts) == 2, out
     assert not any((Path(tmp_path) / ".claims").iterdir())  # every claim was released, its file deleted
+
+
+def test_a_run_with_a_deadline_starts_no_row_it_cannot_finish(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    tiny = ["--profile-book", "tiny", "--chapter", "02"]
+    assert main(["run", *tiny, "--hours", "0.00001"]) == 1  # 36 ms: no row fits
+    assert "computed 0 rows; 2 left, expected to end after the deadline" in capsys.readouterr().out
+    assert not list(Path(tmp_path).rglob("*.json"))
+    assert main(["run", *tiny, "--hours", "-1"]) == 2
+    assert "give a positive number of hours" in capsys.readouterr().err
+
+
+def test_a_regeneration_is_estimated_from_its_own_costs():
+    a, b = plan.Row("sleb", "sleb", "m"), plan.Row("trsp", "trsp", "m")
+    spent = lambda s: {"cpu_s": 2.0 * s}  # noqa: E731  (s seconds on 2 cores)
+    committed = {"ka": (a, spent(100)), "kb": (b, spent(400))}
+    est = runner.calibrated({"ka": (a, spent(50))}, committed)
+    assert est[runner._group(a)] == 50  # measured by the regeneration itself
+    assert est[runner._group(b)] == 200  # the committed cost, at the regeneration's measured 0.5x
+    assert runner.calibrated(committed)[runner._group(b)] == 400
