@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -104,10 +105,48 @@ def _wall_s(seconds_on_2_cores: float) -> float:
     return 2 * seconds_on_2_cores / max(1, torch.get_num_threads())
 
 
+def _timed(r: plan.Row) -> bool:
+    """A row that measures speed: computed alone on the machine, with every core."""
+    return r.kind in ("speed", "speed-row")
+
+
+def _next(todo: list[plan.Row], fits) -> list[plan.Row]:
+    """The rows to try now, in plan order: those that fit the deadline, rows that measure speed only once no other
+    is missing (they wait for the machine to themselves, so they go last)."""
+    return [r for r in todo if fits(r) and not _timed(r)] or [r for r in todo if fits(r)]
+
+
+@contextlib.contextmanager
+def _machine(alone: bool):
+    """Share the machine with the other workers, or have it alone with every core (a row that measures speed):
+    such a row stops new rows from starting, waits for those in progress, and runs with every core. Flocks on two
+    files under the results folder's `.claims/`: `wanted` (held exclusively by a timed row, so new rows wait)
+    and `machine` (shared by every row in progress)."""
+    import fcntl
+
+    import torch
+
+    folder = results.results_dir() / ".claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    with open(folder / "wanted", "a") as wanted, open(folder / "machine", "a") as machine:
+        fcntl.flock(wanted, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(wanted, fcntl.LOCK_UN)
+        fcntl.flock(machine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if alone:
+            torch.set_num_threads(len(os.sched_getaffinity(0)))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+
 def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: float | None = None) -> int:
     """Compute missing rows in plan order until none is left; a search's later rows appear once it can propose them.
     Rows another process has claimed are left to it (this one waits when nothing else is left). With a `deadline`
-    (epoch seconds), a row expected to end after it is not started: a session of known length loses no work."""
+    (epoch seconds), a row expected to end after it is not started: a session of known length loses no work.
+    Rows that measure speed come last, each alone on the machine (`_machine`)."""
     bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
     fits = lambda r: deadline is None or time.time() + _wall_s(guess(r)) <= deadline  # noqa: E731
     done = 0
@@ -118,7 +157,7 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
         bar.n = max(0, bar.total - _left(todo, rows, guess))  # what any worker finished counts
         bar.refresh()
         took = False
-        for r in filter(fits, todo):
+        for r in _next(todo, fits):
             key, record = runner.probe(r, P)
             if record is not None:  # another worker made it meanwhile
                 continue
@@ -128,7 +167,8 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
                 took = True
                 bar.set_postfix_str(f"{r.label} seed {r.seed}")
                 t0 = time.time()
-                runner.read(r, P, compute=True)
+                with _machine(alone=_timed(r)):
+                    runner.read(r, P, compute=True)
                 done += 1
                 bar.update(round(guess(r)))
                 bar.write(f"[{done}] {r.label} ({r.model}, seed {r.seed}, {r.limit} items): {time.time() - t0:.0f} s")

@@ -142,7 +142,8 @@ def test_two_workers_compute_each_row_once(tmp_path, monkeypatch, capfd):
     out = capfd.readouterr().out
     counts = [int(line.split()[1]) for line in out.splitlines() if line.startswith("computed ")]
     assert len(counts) == 2 and sum(counts) == 2, out
-    assert not any((Path(tmp_path) / ".claims").iterdir())  # every claim was released, its file deleted
+    left = {p.name for p in (Path(tmp_path) / ".claims").iterdir()}
+    assert left == {"wanted", "machine"}  # every row's claim was released, its file deleted (the machine's stay)
 
 
 def test_a_run_with_a_deadline_starts_no_row_it_cannot_finish(tmp_path, monkeypatch, capsys):
@@ -163,3 +164,44 @@ def test_a_regeneration_is_estimated_from_its_own_costs():
     assert est[runner._group(a)] == 50  # measured by the regeneration itself
     assert est[runner._group(b)] == 200  # the committed cost, at the regeneration's measured 0.5x
     assert runner.calibrated(committed)[runner._group(b)] == 400
+
+
+MACHINE = """
+import sys, time
+from study.__main__ import _machine
+with _machine(alone=False):
+    print("in", time.time(), flush=True)
+    time.sleep(float(sys.argv[1]))
+    print("leaving", time.time(), flush=True)
+"""
+
+
+def test_a_row_that_measures_speed_runs_last_and_alone_with_every_core(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from study.__main__ import _machine, _next
+
+    rows = [plan.Row("speed", "speed", "m", kind="speed"), plan.Row("sleb", "sleb", "m"),
+            plan.Row("speed", "speed", "m", kind="speed-row")]
+    assert [r.label for r in _next(rows, lambda r: True)] == ["sleb"]
+    assert [r.kind for r in _next(rows[::2], lambda r: True)] == ["speed", "speed-row"]
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    env = {**os.environ, "TRSP_RESULTS": str(tmp_path)}
+    other = subprocess.Popen([sys.executable, "-c", MACHINE, "2"], env=env, stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().startswith("in")  # another worker's row is in progress
+    threads = torch.get_num_threads()
+    with _machine(alone=True):
+        t_alone = time.time()
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        late = subprocess.Popen([sys.executable, "-c", MACHINE, "0"], env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # a new row may not start meanwhile
+        t_last = time.time()
+    ended = float(other.stdout.readline().split()[1])
+    started = float(late.stdout.readline().split()[1])
+    other.wait(), late.wait()
+    assert ended <= t_alone and started >= t_last and torch.get_num_threads() == threads
