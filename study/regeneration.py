@@ -67,3 +67,25 @@ def changed_table(c: dict) -> pd.DataFrame:
                     "wiki PPL, committed": wiki.get("committed"), "recomputed": wiki.get("recomputed"),
                     "zero-shot difference": (x.get("zs_avg") or {}).get("difference")})
     return pd.DataFrame(out or [{"row": "none so far"}])
+
+
+def _family(work: str) -> str:
+    for part, name in (("stage 1", "TRSP's stage 1"), ("selections", "selections (SLEB, LaCo, the criteria)"),
+                       ("kd", "distillation rows (+kd)"), ("lin", "lin rows (+lin)"), ("+ft", "fine-tuned rows (+ft)"),
+                       ("trsp", "TRSP rows (stage 2, evaluation)"), ("dense", "dense rows (evaluation)"),
+                       ("speed", "speed and layer scores"), ("scores", "speed and layer scores")):
+        if part in work:
+            return name
+    return "selection rows (evaluation)"
+
+
+def work_table(c: dict) -> pd.DataFrame:
+    """Where the regeneration's hours went: its measured hours by kind of work, largest first."""
+    hours: dict[str, float] = {}
+    for work, h in c["summary"].get("hours by kind of work", {}).items():
+        hours[_family(work)] = hours.get(_family(work), 0.0) + h
+    t = pd.DataFrame({"hours on 2 cores": pd.Series(hours, dtype=float)})
+    t = t.sort_values("hours on 2 cores", ascending=False)
+    t["share"] = t["hours on 2 cores"] / t["hours on 2 cores"].sum()
+    t.index.name = "kind of work"
+    return t

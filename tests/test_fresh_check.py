@@ -73,3 +73,19 @@ def test_a_regeneration_not_begun_is_all_estimated(fresh_check, tmp_path, monkey
               for r in runner.resolved(plan.Params(), c)[0]}
     assert set(left) == set(idents) and all(seconds > 0 for seconds, _ in left.values())
     assert {c for _, names in left.values() for c in names} == set(plan.CHAPTERS)
+
+
+def test_the_hours_are_counted_once_and_by_kind_of_work(fresh_check, tmp_path):
+    from study.regeneration import work_table
+
+    for rel, record in {"c/rows/a.json": {"method": "sleb+ft", "cpu_s": 800.0, "nested_cpu_s": 200.0},
+                        "c/selection/s.json": {"cpu_s": 200.0}, "c/stage1/t.json": {"cpu_s": 100.0},
+                        "c/rows/b.json": {"method": "trsp", "cpu_s": 400.0, "nested_cpu_s": 100.0}}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(__import__("json").dumps(record))
+    work = fresh_check.seconds_by_work(tmp_path)
+    assert work == {"sleb+ft": 300.0, "trsp": 150.0, "selections": 100.0, "TRSP stage 1": 50.0}  # half the CPU s
+    t = work_table({"summary": {"hours by kind of work": {k: v / 3600 for k, v in work.items()}}})
+    assert list(t.index) == ["fine-tuned rows (+ft)", "TRSP rows (stage 2, evaluation)",
+                             "selections (SLEB, LaCo, the criteria)", "TRSP's stage 1"]
+    assert abs(t["share"].sum() - 1) < 1e-9

@@ -101,16 +101,19 @@ def largest(lines: list[dict], where: str, n: int = 3) -> list[dict]:
              "zero-shot difference": (x.get("zs_avg") or {}).get("difference")} for x in picked]
 
 
-def total_seconds(folder: Path) -> float:
-    """Seconds on 2 cores of every record in `folder` (each counted once: nested results apart)."""
+def seconds_by_work(folder: Path) -> dict[str, float]:
+    """Seconds on 2 cores of every record in `folder` (each counted once: nested results apart), by kind of work:
+    a row's pipeline (its own work: evaluation, fine-tuning, a lin fit), TRSP's stage 1, the selections."""
     from study.runner import cost_s
 
-    total = 0.0
+    out: dict[str, float] = {}
     for path in folder.rglob("*.json"):
         record = json.loads(path.read_text())
         if isinstance(record, dict) and record.get("cpu_s"):
-            total += cost_s(record)[0]
-    return total
+            work = {"stage1": "TRSP stage 1", "selection": "selections"}.get(path.parent.name) or str(
+                record.get("method") or record.get("kind") or path.parent.name)
+            out[work] = out.get(work, 0.0) + cost_s(record)[0]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def glued(notebook: Path) -> dict[str, object]:
@@ -200,10 +203,12 @@ def main() -> None:
         ch["hours on 2 cores"] = round(ch["hours on 2 cores"], 2)
         ch["hours left (estimated)"] = round(ch.get("hours left (estimated)", 0.0), 2)
     judged = [x for x in lines if x["within tolerance"] is not None]
+    by_work = seconds_by_work(Path(a.fresh))
     summary = {"rows in the plan": len(committed), "recomputed": len(lines),
                "within_tolerance": sum(1 for x in judged if x["within tolerance"]),
                "layers differ": sum(1 for x in judged if x.get("same layers") is False),
-               "total_hours": round(total_seconds(Path(a.fresh)) / 3600, 2),
+               "total_hours": round(sum(by_work.values()) / 3600, 2),
+               "hours by kind of work": {k: round(v / 3600, 2) for k, v in by_work.items()},
                "hours left (estimated)": round(sum(sec for sec, _ in left.values()) / 3600, 2),
                "largest differences, CPU rows": largest(judged, "CPU"),
                "largest differences, GPU rows": largest(judged, "GPU"),
