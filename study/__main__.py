@@ -5,13 +5,14 @@
     run      compute the missing rows (the searches first), with a progress bar and ETA; rerun after a kill.
              `--workers N` runs N processes of cores/N threads each; they share the work by claiming rows
              (a locked file per row under the results folder's .claims/), so several `run`s on one machine never
-             compute the same row. `--hours H` starts no row expected to end after H hours (a session of known
-             length stops with nothing half done)
+             compute the same row. `--hours H` starts no row expected to end after H hours (by the upper quartile of
+             its kind's measured times: a session of known length stops with nothing half done)
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def status(P: plan.Params, chapter: str | None, keys_only: bool = False) -> int:
         state = "cached" if x is not None else "missing" if key else "waits on " + ", ".join(r.waits())
         print(f"{where.get(_ident(r), '-'):<12} {r.label:<44.44} {r.model:<13} seed {r.seed} "
               f"{str(r.limit):>4} items  {key or '-':<16} {state:<8} {cost}")
-    left = sum(_guess(est)(r) for r, _, x in probed if x is None)
+    left = sum(runner.estimate(est, r) for r, _, x in probed if x is None)
     print(f"{len(rows)} rows: {cached} cached, {len(rows) - cached} missing"
           + (f", about {left / 3600:.1f} h left on 2 cores (estimated)" if left else ""))
     return 0
@@ -85,17 +86,13 @@ def _left(todo: list[plan.Row], rows: list[plan.Row], guess) -> int:
     return round(sum(guess(r) for r in todo) + sum(guess(r) for r in rows if r.waits()))
 
 
-def _guess(est: dict[tuple, float]):
-    return lambda r: runner.estimate(est, r)
-
-
 def _progress(P: plan.Params, chapter: str | None, desc: str, disable: bool = False):
     """(a progress bar over the estimated seconds of the rows still to compute, a row's estimate)."""
     from tqdm.auto import tqdm
 
-    est = runner.known_costs(P, chapter)
+    guess = functools.partial(runner.estimate, runner.known_costs(P, chapter))
     todo, rows = _missing(P, chapter)
-    return tqdm(total=_left(todo, rows, _guess(est)), unit="s", desc=desc, disable=disable), _guess(est)
+    return tqdm(total=_left(todo, rows, guess), unit="s", desc=desc, disable=disable), guess
 
 
 def _wall_s(seconds_on_2_cores: float) -> float:
@@ -148,7 +145,9 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
     (epoch seconds), a row expected to end after it is not started: a session of known length loses no work.
     Rows that measure speed come last, each alone on the machine (`_machine`)."""
     bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
-    fits = lambda r: deadline is None or time.time() + _wall_s(guess(r)) <= deadline  # noqa: E731
+    if deadline is not None:  # the deadline is kept with the upper quartile: a median row runs past it half the time
+        slow = functools.partial(runner.estimate, runner.known_costs(P, chapter, q=0.75))
+    fits = lambda r: deadline is None or time.time() + _wall_s(slow(r)) <= deadline  # noqa: E731
     done = 0
     while True:
         todo, rows = _missing(P, chapter)

@@ -140,9 +140,13 @@ def regeneration_note(notebook: str, records: dict[str, dict] | None = None, che
     if not rows:
         return None
     beyond = [x for x in rows if not x["within tolerance"]]
-    text = (f"**Regenerated:** {len(rows)} of the {len(keys - {''})} results this chapter reads have been recomputed "
+    n, of = len(rows), len(keys - {''})
+    counted = ("the one result this chapter reads has been" if of == 1 else
+               f"all {of} results this chapter reads have been" if n == of else
+               f"{n} of the {of} results this chapter reads {'has' if n == 1 else 'have'} been")
+    text = (f"**Regenerated:** {counted} recomputed "
             f"from nothing on this 2-core CPU, {duration(sum(x.get('seconds on 2 cores') or 0.0 for x in rows))} of "
-            "work; " + ("all within the tolerances stated in advance" if not beyond else
+            "work; " + (("within" if n == 1 else "all within") + " the tolerances stated in advance" if not beyond else
                         f"{len(beyond)} beyond the tolerances stated in advance "
                         f"({', '.join(x['label'] for x in beyond)})")
             + " ({doc}`/reproducibility`).")

@@ -203,10 +203,10 @@ def cost_s(record: dict) -> tuple[float, bool]:
     return record.get("wall_s", math.nan), True
 
 
-def estimates(known: list[tuple[Row, dict]]) -> dict[tuple, float]:
-    """Median measured seconds per (model, pipeline, kind, scored on zero-shot?): what a missing row is
-    estimated at. A group measured only on a GPU: its median GPU wall time times the CPU / GPU ratio measured
-    on the rows computed on both (`gpu_check.json`, the middle of its range)."""
+def estimates(known: list[tuple[Row, dict]], q: float = 0.5) -> dict[tuple, float]:
+    """Measured seconds per (model, pipeline, kind, scored on zero-shot?), their median (or quantile `q`): what a
+    missing row is estimated at. A group measured only on a GPU: its GPU wall time times the CPU / GPU ratio
+    measured on the rows computed on both (`gpu_check.json`, the middle of its range)."""
     groups: dict[tuple, list[float]] = {}
     on_gpu: dict[tuple, list[float]] = {}
     for r, x in known:
@@ -215,14 +215,20 @@ def estimates(known: list[tuple[Row, dict]]) -> dict[tuple, float]:
             groups.setdefault(_group(r), []).append(s)
         elif not measured and x.get("wall_s"):
             on_gpu.setdefault(_group(r), []).append(x["wall_s"])
-    out = {k: statistics.median(v) for k, v in groups.items()}
+    out = {k: _quantile(v, q) for k, v in groups.items()}
     if set(on_gpu) - set(out):
         from .chapter import gpu_to_cpu
 
         with results_in(COMMITTED):
             ratio = statistics.mean(gpu_to_cpu())
-        out.update({k: ratio * statistics.median(v) for k, v in on_gpu.items() if k not in out})
+        out.update({k: ratio * _quantile(v, q) for k, v in on_gpu.items() if k not in out})
     return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.quantile(values, q))
 
 
 def estimate(est: dict[tuple, float], r: Row) -> float:
@@ -230,29 +236,34 @@ def estimate(est: dict[tuple, float], r: Row) -> float:
     return est.get(_group(r), 300.0)
 
 
-def known_costs(P: Params, chapter: str | None = None) -> dict[tuple, float]:
+def known_costs(P: Params, chapter: str | None = None, q: float = 0.5,
+                own: dict[str, tuple[Row, dict]] | None = None) -> dict[tuple, float]:
     """`estimates` for the plan's missing rows. In a regeneration (the results folder is not the committed one) a
     group the regeneration has measured is estimated from its own rows; any other group from the committed
     study's costs, times the median ratio of the regeneration's rows to the same results' committed records (the
-    committed wall times were often taken while other jobs shared the cores)."""
+    committed wall times were often taken while other jobs shared the cores). `own`: the results folder's rows
+    by key, when the caller has already read them."""
     found = []
     for folder in dict.fromkeys([results.results_dir(), COMMITTED]):
+        if own is not None and folder == results.results_dir():
+            found.append(own)
+            continue
         with results_in(folder):
             rows, _ = resolved(P, chapter)
             found.append({k: (r, x) for r in rows if not r.waits() for k, x in [probe(r, P)] if x is not None})
-    return calibrated(*found)
+    return calibrated(*found, q=q)
 
 
-def calibrated(own: dict[str, tuple[Row, dict]], committed: dict[str, tuple[Row, dict]] | None = None
-               ) -> dict[tuple, float]:
+def calibrated(own: dict[str, tuple[Row, dict]], committed: dict[str, tuple[Row, dict]] | None = None,
+               q: float = 0.5) -> dict[tuple, float]:
     """`known_costs` from the rows found by key: `own` (the results folder's), `committed` (None: the same)."""
-    mine = estimates(list(own.values()))
+    mine = estimates(list(own.values()), q)
     if committed is None:
         return mine
     ratios = [a / b for k, (_, x) in own.items() if k in committed
               for (a, ok_a), (b, ok_b) in [(cost_s(x), cost_s(committed[k][1]))] if ok_a and ok_b and a == a and b > 0]
     scale = statistics.median(ratios) if ratios else 1.0
-    return {**{g: scale * s for g, s in estimates(list(committed.values())).items()}, **mine}
+    return {**{g: scale * s for g, s in estimates(list(committed.values()), q).items()}, **mine}
 
 
 @contextlib.contextmanager

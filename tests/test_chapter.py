@@ -92,3 +92,7 @@ def test_the_closing_note_says_what_the_regeneration_found_for_this_chapter():
     assert "it states otherwise: `verdict` ties → wins." in regeneration_note("04_baselines", read, check)
     assert "every value it states is the same" in regeneration_note("09_instead", read, check)
     assert regeneration_note("04_baselines", {"/r/q.json": {"key": "q"}}, check) is None  # other parameters
+    one = regeneration_note("04_baselines", {"/r/a.json": {"key": "a"}}, check)
+    assert "the one result this chapter reads has been recomputed" in one and "; within the tolerances" in one
+    both = regeneration_note("04_baselines", {"/r/a.json": {"key": "a"}, "/r/z.json": {"key": "z"}}, check)
+    assert "all 2 results this chapter reads have been" in both and "all within the tolerances" in both

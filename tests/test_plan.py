@@ -164,6 +164,9 @@ def test_a_regeneration_is_estimated_from_its_own_costs():
     assert est[runner._group(a)] == 50  # measured by the regeneration itself
     assert est[runner._group(b)] == 200  # the committed cost, at the regeneration's measured 0.5x
     assert runner.calibrated(committed)[runner._group(b)] == 400
+    three = {k: (a, spent(s)) for k, s in [("x", 100), ("y", 200), ("z", 500)]}
+    assert runner.calibrated(three)[runner._group(a)] == 200  # the median
+    assert runner.calibrated(three, q=0.75)[runner._group(a)] == 350  # the upper quartile: what a deadline keeps
 
 
 MACHINE = """

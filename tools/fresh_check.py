@@ -50,20 +50,24 @@ def read_plan(results: Path, left: dict | None = None) -> dict[tuple, tuple[dict
     from study import plan, runner
 
     P = plan.Params()
-    est = runner.known_costs(P) if left is not None else {}
     out: dict[tuple, tuple[dict, list[str]]] = {}
+    found: dict[str, tuple] = {}  # key -> (row, record): the rows `known_costs` calibrates on, read once
+    pending: dict[tuple, tuple] = {}  # identity -> (row, chapters) of the rows not in `results`
     for chapter in plan.CHAPTERS:
         rows, _ = runner.resolved(P, chapter)
         for r in rows:
             ident = (r.label, r.model, r.seed, r.limit, r.ratio, r.kind)
-            if ident in out:
-                out[ident][1].append(chapter)
-            elif ident in (left or {}):
-                left[ident][1].append(chapter)
-            elif (record := None if r.waits() else runner.read(r, P, compute=False)) is not None:
-                out[ident] = (record, [chapter])
+            if ident in out or ident in pending:
+                (out.get(ident) or pending[ident])[1].append(chapter)
+                continue
+            key, record = runner.probe(r, P)
+            if record is not None:
+                out[ident], found[key] = (record, [chapter]), (r, record)
             elif left is not None:
-                left[ident] = (runner.estimate(est, r), [chapter])
+                pending[ident] = (r, [chapter])
+    if left is not None:
+        est = runner.known_costs(P, own=found)
+        left.update({ident: (runner.estimate(est, r), chs) for ident, (r, chs) in pending.items()})
     return out
 
 
