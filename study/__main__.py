@@ -145,11 +145,12 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
     (epoch seconds), a row expected to end after it is not started: a session of known length loses no work.
     Rows that measure speed come last, each alone on the machine (`_machine`)."""
     bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
-    if deadline is not None:  # the deadline is kept with the upper quartile: a median row runs past it half the time
-        slow = functools.partial(runner.estimate, runner.known_costs(P, chapter, q=0.75))
-    fits = lambda r: deadline is None or time.time() + _wall_s(slow(r)) <= deadline  # noqa: E731
+    slow: dict[tuple, float] = {}  # the deadline is kept with the upper quartile: a median row runs past it half
+    fits = lambda r: deadline is None or time.time() + _wall_s(runner.estimate(slow, r)) <= deadline  # noqa: E731
     done = 0
     while True:
+        if deadline is not None:  # measured afresh each pass: the rows just computed are the best estimate
+            slow = runner.known_costs(P, chapter, q=0.75)
         todo, rows = _missing(P, chapter)
         if not any(fits(r) for r in todo):
             break
@@ -157,6 +158,8 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
         bar.refresh()
         took = False
         for r in _next(todo, fits):
+            if not fits(r):  # the rows before it in this pass took the time
+                continue
             key, record = runner.probe(r, P)
             if record is not None:  # another worker made it meanwhile
                 continue

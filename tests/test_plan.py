@@ -156,6 +156,28 @@ def test_a_run_with_a_deadline_starts_no_row_it_cannot_finish(tmp_path, monkeypa
     assert "give a positive number of hours" in capsys.readouterr().err
 
 
+def test_a_deadline_is_checked_before_each_row_not_once_per_pass(tmp_path, monkeypatch, capsys):
+    import study.__main__ as cli
+
+    monkeypatch.setenv("TRSP_RESULTS", str(tmp_path))
+    clock = [1e9]
+    monkeypatch.setattr(cli, "time", type("Clock", (), {"time": lambda: clock[0], "sleep": lambda s: None}))
+    computed = []
+
+    def read(r, P, compute=True):  # a row that takes its whole estimate and writes nothing
+        if not compute:  # a search looking at its candidates
+            return None
+        computed.append(r.label)
+        clock[0] += cli._wall_s(runner.estimate({}, r))
+
+    monkeypatch.setattr(runner, "read", read)
+    monkeypatch.setattr(runner, "known_costs", lambda *a, **k: {})  # every row: the default estimate
+    hours = 1.5 * cli._wall_s(runner.estimate({}, plan.Row("x", "x", "m"))) / 3600  # room for one row, not two
+    assert main(["run", "--profile-book", "tiny", "--chapter", "02", "--hours", str(hours)]) == 1
+    assert len(computed) == 1, computed
+    assert "computed 1 rows; 2 left, expected to end after the deadline" in capsys.readouterr().out
+
+
 def test_a_regeneration_is_estimated_from_its_own_costs():
     a, b = plan.Row("sleb", "sleb", "m"), plan.Row("trsp", "trsp", "m")
     spent = lambda s: {"cpu_s": 2.0 * s}  # noqa: E731  (s seconds on 2 cores)
