@@ -147,11 +147,11 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
     bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
     slow: dict[tuple, float] = {}  # the deadline is kept with the upper quartile: a median row runs past it half
     fits = lambda r: deadline is None or time.time() + _wall_s(runner.estimate(slow, r)) <= deadline  # noqa: E731
-    done = 0
+    done, measured_at = 0, -1  # how many rows were missing when `slow` was last measured
     while True:
-        if deadline is not None:  # measured afresh each pass: the rows just computed are the best estimate
-            slow = runner.known_costs(P, chapter, q=0.75)
         todo, rows = _missing(P, chapter)
+        if deadline is not None and len(todo) != measured_at:  # a row computed anywhere is all that changes it,
+            slow, measured_at = runner.known_costs(P, chapter, q=0.75), len(todo)  # and a look costs ~8 s of CPU
         if not any(fits(r) for r in todo):
             break
         bar.n = max(0, bar.total - _left(todo, rows, guess))  # what any worker finished counts

@@ -171,11 +171,13 @@ def test_a_deadline_is_checked_before_each_row_not_once_per_pass(tmp_path, monke
         clock[0] += cli._wall_s(runner.estimate({}, r))
 
     monkeypatch.setattr(runner, "read", read)
-    monkeypatch.setattr(runner, "known_costs", lambda *a, **k: {})  # every row: the default estimate
+    looks = []  # the deadline's estimates are measured again only when a row has landed (a look costs ~8 s of CPU)
+    monkeypatch.setattr(runner, "known_costs", lambda *a, **k: looks.append(k.get("q")) or {})  # the default estimate
     hours = 1.5 * cli._wall_s(runner.estimate({}, plan.Row("x", "x", "m"))) / 3600  # room for one row, not two
     assert main(["run", "--profile-book", "tiny", "--chapter", "02", "--hours", str(hours)]) == 1
     assert len(computed) == 1, computed
     assert "computed 1 rows; 2 left, expected to end after the deadline" in capsys.readouterr().out
+    assert looks.count(0.75) == 1  # the fake row wrote nothing: the missing rows never changed, so one look
 
 
 def test_a_regeneration_is_estimated_from_its_own_costs():
