@@ -204,7 +204,7 @@ def cost_s(record: dict) -> tuple[float, bool]:
 
 
 def estimates(known: list[tuple[Row, dict]], q: float = 0.5) -> dict[tuple, float]:
-    """Measured seconds per (model, pipeline, kind, scored on zero-shot?), their median (or quantile `q`): what a
+    """Measured seconds per (model, pipeline, kind, zero-shot items), their median (or quantile `q`): what a
     missing row is estimated at. A group measured only on a GPU: its GPU wall time times the CPU / GPU ratio
     measured on the rows computed on both (`gpu_check.json`, the middle of its range)."""
     groups: dict[tuple, list[float]] = {}
@@ -283,4 +283,4 @@ def results_in(folder: Path) -> Iterator[None]:
 
 
 def _group(r: Row) -> tuple:
-    return r.model, r.pipeline, r.kind, bool(r.limit)
+    return r.model, r.pipeline, r.kind, r.limit  # 500 zero-shot items cost several times 50: not one group

@@ -191,6 +191,9 @@ def test_a_regeneration_is_estimated_from_its_own_costs():
     three = {k: (a, spent(s)) for k, s in [("x", 100), ("y", 200), ("z", 500)]}
     assert runner.calibrated(three)[runner._group(a)] == 200  # the median
     assert runner.calibrated(three, q=0.75)[runner._group(a)] == 350  # the upper quartile: what a deadline keeps
+    few, many = plan.Row("sleb", "sleb", "m", limit=50), plan.Row("sleb", "sleb", "m", limit=500)
+    est = runner.calibrated({"few": (few, spent(300)), "many": (many, spent(700))})
+    assert (runner.estimate(est, few), runner.estimate(est, many)) == (300, 700)  # zero-shot items are costs apart
 
 
 MACHINE = """
