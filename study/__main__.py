@@ -145,7 +145,7 @@ def run(P: plan.Params, chapter: str | None, quiet_bar: bool = False, deadline: 
     (epoch seconds), a row expected to end after it is not started: a session of known length loses no work.
     Rows that measure speed come last, each alone on the machine (`_machine`)."""
     bar, guess = _progress(P, chapter, "plan (estimated s)", disable=quiet_bar)
-    slow: dict[tuple, float] = {}  # the deadline is kept with the upper quartile: a median row runs past it half
+    slow: dict[tuple, float] = {}  # upper-quartile costs: with medians, half the rows would overrun the deadline
     fits = lambda r: deadline is None or time.time() + _wall_s(runner.estimate(slow, r)) <= deadline  # noqa: E731
     done, measured_at = 0, -1  # how many rows were missing when `slow` was last measured
     while True:
